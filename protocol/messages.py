@@ -1,0 +1,253 @@
+"""Protocol v1 messages: one frozen dataclass per message type.
+
+Each field carries its validation rule in ``metadata["spec"]`` (a :class:`Scalar` or a
+:class:`Tensor`), so the codec validates every message from this one table and
+``docs/protocol.md`` documents the same table. Example::
+
+    >>> msg = RunEpoch(algorithm="svrg", epoch=3, steps=2, step_size=0.1, batch_size=1,
+    ...                order=np.array([4, 1], dtype=np.uint32))
+    >>> msg.TYPE
+    'run_epoch'
+
+Requests go host → accelerator; every request gets exactly one reply: the reply type
+named in its ``REPLY`` or an :class:`Error`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+
+PROBLEMS = ("linear", "logistic", "softmax")
+ALGORITHMS = ("sgd", "svrg")
+ROUNDINGS = ("nearest_even", "nearest_away", "toward_zero", "up", "down", "odd", "stochastic")
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """A msgpack-native field: ``kind`` is one of int, float, str, bool, list, dict."""
+
+    kind: str
+    optional: bool = False
+    lo: float | None = None          # inclusive bounds for int/float
+    hi: float | None = None
+    choices: tuple[str, ...] | None = None
+    positive: bool = False           # float strictly > 0
+
+    def doc(self) -> str:
+        parts = [self.kind]
+        if self.choices:
+            parts.append("one of " + "/".join(self.choices))
+        if self.lo is not None or self.hi is not None:
+            parts.append(f"in [{self.lo if self.lo is not None else '-inf'}, {self.hi if self.hi is not None else 'inf'}]")
+        if self.positive:
+            parts.append("> 0")
+        if self.kind == "float":
+            parts.append("finite")
+        if self.optional:
+            parts.append("optional")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """An array carried as a raw frame beside the header (never element-wise msgpack)."""
+
+    dtypes: tuple[str, ...]           # numpy dtype strings, little-endian, e.g. "<f8"
+    ndim: int
+    optional: bool = False
+    finite: bool = True               # NaN/Inf rejected for float dtypes
+
+    def doc(self) -> str:
+        s = f"tensor {'/'.join(self.dtypes)}, {self.ndim}-D"
+        if self.finite:
+            s += ", finite"
+        return s + (", optional" if self.optional else "")
+
+
+def _f(spec: Scalar | Tensor) -> Any:
+    if spec.optional:
+        return field(default=None, metadata={"spec": spec})
+    return field(metadata={"spec": spec})
+
+
+def spec_of(cls: type) -> dict[str, Scalar | Tensor]:
+    """Field name → validation rule, in declaration order."""
+    return {f.name: f.metadata["spec"] for f in fields(cls)}
+
+
+FLOATS = ("<f8", "<f4")
+INDICES = ("<u4", "<i8")
+
+
+class Message:
+    TYPE: ClassVar[str]
+    REPLY: ClassVar[str | None] = None
+
+
+# ---- requests (host → accelerator) -------------------------------------------------
+
+@dataclass(frozen=True)
+class Hello(Message):
+    """Open (or reopen) a session; the reply lists what this accelerator can do."""
+    TYPE: ClassVar[str] = "hello"
+    REPLY: ClassVar[str] = "capabilities"
+    client: str = _f(Scalar("str"))
+
+
+@dataclass(frozen=True)
+class Configure(Message):
+    """Set the problem, number formats and generator seed; clears data and state."""
+    TYPE: ClassVar[str] = "configure"
+    REPLY: ClassVar[str] = "ack"
+    problem: str = _f(Scalar("str", choices=PROBLEMS))
+    n_samples: int = _f(Scalar("int", lo=1))
+    n_features: int = _f(Scalar("int", lo=1))
+    n_outputs: int = _f(Scalar("int", lo=1))          # classes for softmax, 1 otherwise
+    data_format: str = _f(Scalar("str"))
+    offset_format: str = _f(Scalar("str"))
+    acc_format: str = _f(Scalar("str"))
+    rounding: str = _f(Scalar("str", choices=ROUNDINGS))
+    rbits: int = _f(Scalar("int", lo=0, hi=32))        # 0 = the whole discarded width, up to 32
+    lanes: int = _f(Scalar("int", lo=1, hi=4096))
+    seed: int = _f(Scalar("int", lo=0, hi=2**64 - 1))
+    l2: float = _f(Scalar("float", lo=0.0))
+    scale: float = _f(Scalar("float", positive=True))  # initial offset scale: real = scale * q
+
+
+@dataclass(frozen=True)
+class LoadData(Message):
+    """Rows ``start … start+len(x)-1`` of the training set; large sets come in chunks."""
+    TYPE: ClassVar[str] = "load_data"
+    REPLY: ClassVar[str] = "ack"
+    start: int = _f(Scalar("int", lo=0))
+    x: np.ndarray = _f(Tensor(FLOATS, 2))
+    y: np.ndarray = _f(Tensor(FLOATS + ("<i8",), 1))
+
+
+@dataclass(frozen=True)
+class Recentre(Message):
+    """New anchor: full gradient g̃ (n_features × n_outputs) and per-sample anchor terms.
+
+    With ``scale``: the offset is reset to 0 on the new grid (HALP bit centering).
+    Without: the anchor is the current offset, the grid is kept (LP-SVRG).
+    ``anchor`` holds ℓ'(x_i·w̃) per sample (probabilities for logistic/softmax,
+    n_samples × n_outputs); least squares needs none.
+    """
+    TYPE: ClassVar[str] = "recentre"
+    REPLY: ClassVar[str] = "ack"
+    full_grad: np.ndarray = _f(Tensor(("<f8",), 2))
+    anchor: np.ndarray | None = _f(Tensor(("<f8",), 2, optional=True))
+    scale: float | None = _f(Scalar("float", optional=True, positive=True))
+
+
+@dataclass(frozen=True)
+class RunEpoch(Message):
+    """Run ``steps`` inner steps on the samples in ``order`` (steps × batch_size indices)."""
+    TYPE: ClassVar[str] = "run_epoch"
+    REPLY: ClassVar[str] = "epoch_report"
+    algorithm: str = _f(Scalar("str", choices=ALGORITHMS))
+    epoch: int = _f(Scalar("int", lo=0))
+    steps: int = _f(Scalar("int", lo=1))
+    step_size: float = _f(Scalar("float", positive=True))
+    batch_size: int = _f(Scalar("int", lo=1))
+    order: np.ndarray = _f(Tensor(INDICES, 1))
+
+
+@dataclass(frozen=True)
+class Promote(Message):
+    """Change the offset format (and optionally the accumulator); the offset is re-rounded."""
+    TYPE: ClassVar[str] = "promote"
+    REPLY: ClassVar[str] = "ack"
+    offset_format: str = _f(Scalar("str"))
+    acc_format: str | None = _f(Scalar("str", optional=True))
+
+
+@dataclass(frozen=True)
+class Fetch(Message):
+    """Ask for the offset (values in the offset format, exact in float64) and counters."""
+    TYPE: ClassVar[str] = "fetch"
+    REPLY: ClassVar[str] = "state"
+
+
+@dataclass(frozen=True)
+class Shutdown(Message):
+    """Stop the daemon after replying."""
+    TYPE: ClassVar[str] = "shutdown"
+    REPLY: ClassVar[str] = "ack"
+
+
+# ---- replies (accelerator → host) ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Capabilities(Message):
+    TYPE: ClassVar[str] = "capabilities"
+    version: int = _f(Scalar("int"))
+    backend: str = _f(Scalar("str"))
+    formats: list = _f(Scalar("list"))        # format families and presets accepted
+    problems: list = _f(Scalar("list"))
+    algorithms: list = _f(Scalar("list"))
+    roundings: list = _f(Scalar("list"))
+    limits: dict = _f(Scalar("dict"))         # max_message_bytes, max_samples, max_features, ...
+
+
+@dataclass(frozen=True)
+class Ack(Message):
+    TYPE: ClassVar[str] = "ack"
+    of: str = _f(Scalar("str"))               # the request type acknowledged
+    info: dict = _f(Scalar("dict"))           # e.g. load_data: rows held, saturations on load
+
+
+@dataclass(frozen=True)
+class EpochReport(Message):
+    TYPE: ClassVar[str] = "epoch_report"
+    epoch: int = _f(Scalar("int"))
+    steps: int = _f(Scalar("int"))
+    ops: dict = _f(Scalar("dict"))            # "mul fixed<2,6>*fixed<1,7>": count, ...
+    memory: dict = _f(Scalar("dict"))         # bytes read / written per memory
+    saturations: int = _f(Scalar("int"))
+
+
+@dataclass(frozen=True)
+class State(Message):
+    TYPE: ClassVar[str] = "state"
+    offset: np.ndarray = _f(Tensor(("<f8",), 2))   # q, n_features × n_outputs; real offset = scale * q
+    scale: float = _f(Scalar("float"))
+    offset_format: str = _f(Scalar("str"))
+    counters: dict = _f(Scalar("dict"))
+
+
+ERROR_CODES = {
+    "malformed": "frames are not a valid protocol message (not msgpack, not a map, bad frame table)",
+    "bad_version": "the header's protocol version is not the daemon's",
+    "unknown_type": "no message of that type",
+    "missing_field": "a required field is absent",
+    "extra_field": "a field the message type does not have",
+    "bad_type": "a field of the wrong kind (str for int, ...)",
+    "bad_value": "a value out of range or not among the choices, or an unparsable format",
+    "bad_dtype": "a tensor of a dtype the field does not accept",
+    "bad_shape": "a tensor of the wrong rank, or a shape that disagrees with the configuration",
+    "not_finite": "NaN or Inf where only finite numbers are allowed",
+    "too_large": "a message, tensor or dimension over the configured limit",
+    "bad_state": "the message is not allowed now (run_epoch before configure, ...)",
+    "bad_sequence": "a sequence number that is not the previous one plus one",
+    "bad_session": "a session id other than the one opened by hello",
+    "internal": "the accelerator failed; the message names the cause",
+}
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    TYPE: ClassVar[str] = "error"
+    code: str = _f(Scalar("str", choices=tuple(ERROR_CODES)))
+    message: str = _f(Scalar("str"))
+    ref: int = _f(Scalar("int"))              # seq of the offending request, -1 if unknown
+
+
+REQUESTS: dict[str, type] = {c.TYPE: c for c in (Hello, Configure, LoadData, Recentre, RunEpoch,
+                                                  Promote, Fetch, Shutdown)}
+REPLIES: dict[str, type] = {c.TYPE: c for c in (Capabilities, Ack, EpochReport, State, Error)}
+MESSAGES: dict[str, type] = {**REQUESTS, **REPLIES}
