@@ -1,0 +1,138 @@
+"""Launching the accelerator daemon as a separate process.
+
+Usage::
+
+    with AcceleratorProcess.start("ipc:///tmp/run/accel.sock") as accel:
+        train(cfg, connect=accel.address)
+
+``start`` returns once the daemon says it is serving (or raises with the daemon's own
+error output if it exits first). Leaving the block stops it: a polite SIGTERM, then SIGKILL.
+:func:`watch` turns the daemon dying mid-run into an :class:`AcceleratorDied` raised in the
+main thread, so a host blocked on a socket stops at once instead of waiting for its timeout.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+READY_MARK = "serving"
+
+
+class AcceleratorDied(RuntimeError):
+    """The accelerator process exited while the host still needed it."""
+
+
+class AcceleratorProcess:
+    """A running ``python -m accel`` daemon (a thin handle: address, pid, stop)."""
+
+    def __init__(self, proc: subprocess.Popen, address: str, log: Path) -> None:
+        self._proc = proc
+        self._address = address
+        self._log = log
+
+    @classmethod
+    def start(cls, address: str, *, backend: str = "emulated", timeout: float = 30.0,
+              log: Path | None = None) -> "AcceleratorProcess":
+        log = log or Path(tempfile.mkstemp(prefix="cosim-accel-", suffix=".log")[1])
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "accel", "--bind", address, "--backend", backend],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)  # Ctrl-C reaches the host only; the host stops us in order
+        self = cls(proc, address, log)
+        deadline = time.monotonic() + timeout
+        while READY_MARK not in self.output():
+            if proc.poll() is not None:
+                raise AcceleratorDied(f"the accelerator daemon exited with code {proc.returncode} "
+                                      f"before serving:\n{self.output().strip()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AcceleratorDied(f"the accelerator daemon did not start serving on {address} "
+                                      f"within {timeout:.0f} s:\n{self.output().strip()}")
+            time.sleep(0.05)
+        return self
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll()
+
+    def output(self) -> str:
+        """What the daemon has printed so far."""
+        try:
+            return self._log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+    def __enter__(self) -> "AcceleratorProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextmanager
+def watch(accel: AcceleratorProcess, poll_s: float = 0.2) -> Iterator[None]:
+    """Inside this block, ``accel`` exiting raises :class:`AcceleratorDied` in the main thread.
+
+    The main thread may be blocked inside a ZeroMQ poll; a real signal interrupts that
+    system call, and the handler's exception unwinds it.
+    """
+    done = threading.Event()
+
+    def on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise AcceleratorDied(f"the accelerator daemon (pid {accel.pid}) exited with code "
+                              f"{accel.returncode} during the run; its last output:\n"
+                              + "\n".join(accel.output().strip().splitlines()[-10:]))
+
+    def loop() -> None:
+        while not done.wait(poll_s):
+            if accel.returncode is not None:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                return
+
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    thread = threading.Thread(target=loop, name="accel-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def free_tcp_address(host: str = "127.0.0.1") -> str:
+    """A tcp endpoint on a port that is free right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return f"tcp://{host}:{s.getsockname()[1]}"
+
+
+def ipc_address(directory: Path) -> str:
+    return f"ipc://{directory / 'accel.sock'}"

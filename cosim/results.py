@@ -1,0 +1,125 @@
+"""A run's results directory: resolved config, metrics (CSV + JSON), convergence plot.
+
+Usage::
+
+    results = ResultsDir.create("runs", name="digits-softmax", config=resolved)
+    results.epoch(record)            # appended to metrics.csv at once: a crash keeps every epoch
+    results.finish(status="completed", reference={"loss": f_star, ...})
+    results.path / "convergence.png"
+
+Metrics are written as they arrive; ``finish`` writes ``metrics.json`` and the plot from
+whatever was recorded, so an interrupted run still leaves both.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+CSV_COLUMNS = ("algorithm", "epoch", "loss", "gap", "grad_norm", "bits", "offset_format",
+               "seconds", "saturations", "scale")
+GAP_FLOOR = 1e-16  # gaps at or below float64 resolution are drawn on this floor
+
+
+def toml_dumps(table: dict) -> str:
+    """A flat TOML document for scalar and list values (all a run config holds)."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            if isinstance(v, float) and not math.isfinite(v):
+                return {True: "inf", False: "-inf"}[v > 0] if not math.isnan(v) else "nan"
+            return repr(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+    return "".join(f"{k} = {value(v)}\n" for k, v in table.items() if v is not None)
+
+
+class ResultsDir:
+    """The directory one run writes; see the module docstring."""
+
+    def __init__(self, path: Path, config: dict) -> None:
+        self._path = path
+        self._records: list[dict] = []
+        (path / "config.toml").write_text(
+            "# resolved configuration of this run; rerun with: cosim run --config config.toml\n"
+            + toml_dumps(config))
+        self._csv = open(path / "metrics.csv", "w", newline="")
+        self._writer = csv.DictWriter(self._csv, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        self._writer.writeheader()
+        self._csv.flush()
+
+    @classmethod
+    def create(cls, root: str | Path, *, name: str, config: dict) -> "ResultsDir":
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = Path(root) / f"{name}-{stamp}"
+        path, k = base, 1
+        while path.exists():  # two runs in the same second must not share a directory
+            k += 1
+            path = base.with_name(f"{base.name}-{k}")
+        path.mkdir(parents=True)
+        return cls(path, config)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def trace_path(self) -> Path:
+        return self._path / "trace.cosim"
+
+    @property
+    def records(self) -> list[dict]:
+        return list(self._records)
+
+    def epoch(self, record: dict) -> None:
+        self._records.append(record)
+        self._writer.writerow(record)
+        self._csv.flush()
+
+    def finish(self, *, status: str, reference: dict | None = None, title: str = "") -> None:
+        self._csv.close()
+        (self._path / "metrics.json").write_text(json.dumps(
+            {"status": status, "reference": reference, "epochs": self._records}, indent=1,
+            default=_jsonable))
+        if self._records:
+            plot_convergence(self._records, self._path / "convergence.png", title=title)
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    raise TypeError(f"cannot store {type(v).__name__} in metrics.json")
+
+
+def plot_convergence(records: list[dict], path: Path, *, title: str = "") -> None:
+    """Relative loss gap against epoch (log scale), one line per algorithm; bits underneath."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_alg: dict[str, list[dict]] = {}
+    for r in records:
+        by_alg.setdefault(r["algorithm"], []).append(r)
+    fig, (ax, axb) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True,
+                                  gridspec_kw={"height_ratios": [3, 1]})
+    for alg, rs in by_alg.items():
+        epochs = [r["epoch"] for r in rs]
+        ax.semilogy(epochs, [max(r["gap"], GAP_FLOOR) for r in rs], marker="o", ms=3, label=alg)
+        axb.step(epochs, [r["bits"] for r in rs], where="post", label=alg)
+    ax.axhline(1e-10, color="grey", lw=0.8, ls="--")
+    ax.set_ylabel("relative loss gap (f − f*) / |f*|")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    axb.set_ylabel("bits")
+    axb.set_xlabel("epoch")
+    axb.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
