@@ -1,0 +1,138 @@
+"""Float64 models: L2-regularised least squares, binary logistic and softmax regression.
+
+One objective for all three, with w of shape ``n_features × n_outputs``::
+
+    f(w) = (1/n) Σ_i ℓ(x_i·w, y_i) + (λ/2)‖w‖²      (the bias column is regularised too)
+
+    linear    ℓ(a, y) = ½(a − y)²                 ℓ'(a) = a − y
+    logistic  ℓ(a, y) = log(1 + e^a) − y·a        ℓ'(a) = σ(a) − y          (y ∈ {0, 1})
+    softmax   ℓ(a, y) = logsumexp(a) − a_y        ℓ'(a) = softmax(a) − e_y  (y ∈ {0 … c−1})
+
+Example::
+
+    >>> obj = Objective("softmax", x, y, l2=1e-2, n_outputs=10)
+    >>> w = obj.zeros()
+    >>> obj.loss(w), np.linalg.norm(obj.grad(w))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import expit, log_softmax, softmax
+
+MODELS = ("linear", "logistic", "softmax")
+
+
+@dataclass(frozen=True, eq=False)
+class Objective:
+    """f(w) for one model on one data set; every method is a pure function of w."""
+
+    model: str
+    x: np.ndarray          # n × d, float64, bias column included
+    y: np.ndarray          # n: float64 targets (linear) or int64 labels
+    l2: float
+    n_outputs: int = 1
+    targets: np.ndarray = field(init=False, repr=False)   # n × c: y one-hot, or y as a column
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}; got {self.model!r}")
+        if self.model != "softmax" and self.n_outputs != 1:
+            raise ValueError(f"{self.model} has one output; got n_outputs={self.n_outputs}")
+        if self.l2 < 0:
+            raise ValueError(f"l2 must be >= 0; got {self.l2}")
+        # One-hot targets once, so ℓ'(a) = p − Y is a single subtraction for every model.
+        if self.model == "softmax":
+            targets = np.eye(self.n_outputs)[self.y]
+        else:
+            targets = np.asarray(self.y, dtype=np.float64)[:, None]
+        object.__setattr__(self, "targets", targets)
+
+    @property
+    def n_samples(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.x.shape[1]
+
+    def zeros(self) -> np.ndarray:
+        return np.zeros((self.n_features, self.n_outputs))
+
+    # -- the link: scores → ℓ'-terms ------------------------------------------------
+
+    def predictions(self, scores: np.ndarray) -> np.ndarray:
+        """a ↦ a (linear), σ(a) (logistic), softmax(a) (softmax); ℓ'(a) = predictions − targets."""
+        if self.model == "linear":
+            return scores
+        if self.model == "logistic":
+            return expit(scores)
+        return softmax(scores, axis=1)
+
+    def anchor_terms(self, w: np.ndarray) -> np.ndarray | None:
+        """What the accelerator needs at an anchor w̃: σ(x_i·w̃) or softmax(x_i·w̃); None for linear.
+
+        (Least squares needs nothing: ℓ'(x·(w̃+z)) − ℓ'(x·w̃) = x·z.)
+        """
+        if self.model == "linear":
+            return None
+        return self.predictions(self.x @ w)
+
+    # -- objective ----------------------------------------------------------------
+
+    def loss(self, w: np.ndarray) -> float:
+        a = self.x @ w
+        if self.model == "linear":
+            per = 0.5 * (a - self.targets) ** 2
+        elif self.model == "logistic":
+            per = np.logaddexp(0.0, a) - self.targets * a
+        else:
+            per = -(log_softmax(a, axis=1) * self.targets)
+        return float(per.sum() / self.n_samples + 0.5 * self.l2 * np.sum(w * w))
+
+    def grad(self, w: np.ndarray) -> np.ndarray:
+        """Full gradient (1/n) Xᵀ(ℓ'(Xw)) + λw, shape n_features × n_outputs."""
+        residual = self.predictions(self.x @ w) - self.targets
+        return self.x.T @ residual / self.n_samples + self.l2 * w
+
+    def sample_grads(self, w: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """∇f_i(w) = x_i ℓ'(x_i·w)ᵀ + λw for each i in idx: shape len(idx) × d × c.
+
+        Their mean over all i is ``grad(w)`` (f = mean of f_i, each f_i carrying the λ term).
+        """
+        xb = self.x[idx]
+        residual = self.predictions(xb @ w) - self.targets[idx]
+        return xb[:, :, None] * residual[:, None, :] + self.l2 * w
+
+    def batch_grad(self, w: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Mean of ``sample_grads(w, idx)`` without forming the B × d × c stack (the SGD hot path)."""
+        xb = self.x[idx]
+        residual = self.predictions(xb @ w) - self.targets[idx]
+        return xb.T @ residual / len(idx) + self.l2 * w
+
+    def hessian(self, w: np.ndarray) -> np.ndarray:
+        """∇²f(w) as a (d·c) × (d·c) matrix over w.ravel() (row-major: index j·c + k)."""
+        d, c, n = self.n_features, self.n_outputs, self.n_samples
+        p = self.predictions(self.x @ w)
+        if self.model == "linear":
+            h = self.x.T @ self.x / n
+        elif self.model == "logistic":
+            h = (self.x * (p * (1 - p))).T @ self.x / n
+        else:
+            # Σ_i (diag(p_i) − p_i p_iᵀ) ⊗ x_i x_iᵀ, split into its two terms.
+            h = np.zeros((d, c, d, c))
+            for k in range(c):
+                h[:, k, :, k] = (self.x * p[:, k:k + 1]).T @ self.x / n
+            m = (self.x[:, :, None] * p[:, None, :]).reshape(n, d * c)
+            h = h.reshape(d * c, d * c) - m.T @ m / n
+        return h + self.l2 * np.eye(d * c)
+
+    def smoothness(self) -> float:
+        """An upper bound L on every f_i's smoothness: the step-size rule α = 0.5/L uses it.
+
+        ∇²ℓ is bounded by 1 (linear), 1/4 (logistic: σ' ≤ 1/4) and 1/2 (softmax: the
+        largest eigenvalue of diag(p) − ppᵀ is at most 1/2), so L = max_i‖x_i‖² · that + λ.
+        """
+        curvature = {"linear": 1.0, "logistic": 0.25, "softmax": 0.5}[self.model]
+        return float(np.max(np.sum(self.x ** 2, axis=1)) * curvature + self.l2)
