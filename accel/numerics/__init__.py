@@ -1,0 +1,16 @@
+"""accel.numerics: the executable specification of the accelerator's arithmetic.
+
+    >>> import numpy as np
+    >>> from accel.numerics import quantize, encode, decode
+    >>> y = quantize(np.array([0.1, 1000.0]), "e4m3fn")
+    >>> y, encode(y, "e4m3fn"), decode(encode(y, "e4m3fn"), "e4m3fn")
+    (array([1.01562500e-01, 4.48000000e+02]), array([ 29, 126], dtype=uint8), array([1.01562500e-01, 4.48000000e+02]))
+
+Definitions (rounding, the random-bit recipe, overflow, blocks) are in docs/numerics.md.
+"""
+from .codec import decode, encode
+from .quantize import block_exponents, quantize
+from .rng import LaneRNG
+from .rounding import ROUNDINGS
+
+__all__ = ["quantize", "encode", "decode", "LaneRNG", "ROUNDINGS", "block_exponents"]
