@@ -36,6 +36,7 @@ class Scalar:
     hi: float | None = None
     choices: tuple[str, ...] | None = None
     positive: bool = False           # float strictly > 0
+    format: bool = False             # a number-format string that parse_format accepts
 
     def doc(self) -> str:
         parts = [self.kind]
@@ -45,6 +46,8 @@ class Scalar:
             parts.append(f"in [{self.lo if self.lo is not None else '-inf'}, {self.hi if self.hi is not None else 'inf'}]")
         if self.positive:
             parts.append("> 0")
+        if self.format:
+            parts.append("number format")
         if self.kind == "float":
             parts.append("finite")
         if self.optional:
@@ -107,9 +110,9 @@ class Configure(Message):
     n_samples: int = _f(Scalar("int", lo=1))
     n_features: int = _f(Scalar("int", lo=1))
     n_outputs: int = _f(Scalar("int", lo=1))          # classes for softmax, 1 otherwise
-    data_format: str = _f(Scalar("str"))
-    offset_format: str = _f(Scalar("str"))
-    acc_format: str = _f(Scalar("str"))
+    data_format: str = _f(Scalar("str", format=True))
+    offset_format: str = _f(Scalar("str", format=True))
+    acc_format: str = _f(Scalar("str", format=True))
     rounding: str = _f(Scalar("str", choices=ROUNDINGS))
     rbits: int = _f(Scalar("int", lo=0, hi=32))        # 0 = the whole discarded width, up to 32
     lanes: int = _f(Scalar("int", lo=1, hi=4096))
@@ -162,8 +165,8 @@ class Promote(Message):
     """Change the offset format (and optionally the accumulator); the offset is re-rounded."""
     TYPE: ClassVar[str] = "promote"
     REPLY: ClassVar[str] = "ack"
-    offset_format: str = _f(Scalar("str"))
-    acc_format: str | None = _f(Scalar("str", optional=True))
+    offset_format: str = _f(Scalar("str", format=True))
+    acc_format: str | None = _f(Scalar("str", optional=True, format=True))
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,7 @@ class State(Message):
     TYPE: ClassVar[str] = "state"
     offset: np.ndarray = _f(Tensor(("<f8",), 2))   # q, n_features × n_outputs; real offset = scale * q
     scale: float = _f(Scalar("float"))
-    offset_format: str = _f(Scalar("str"))
+    offset_format: str = _f(Scalar("str", format=True))
     counters: dict = _f(Scalar("dict"))
 
 

@@ -1,0 +1,331 @@
+"""Wire format: a msgpack header frame plus one raw frame per tensor (ZeroMQ multipart).
+
+Example::
+
+    >>> frames = encode(Fetch(), seq=2, session="run-1")
+    >>> env, msg = decode(frames)
+    >>> env.type, env.seq, msg
+    ('fetch', 2, Fetch())
+
+Frame 0 is the header, a msgpack map with exactly these keys::
+
+    {"v": 1, "type": "load_data", "seq": 3, "session": "run-1",
+     "body": {"start": 0},                                   # scalar fields
+     "tensors": [{"name": "x", "dtype": "<f8", "shape": [100, 64], "frame": 1}, ...]}
+
+Frames 1..n hold the tensors' bytes, little-endian, C order. :func:`encode` only
+normalises representation (numpy scalars to Python numbers, arrays to contiguous
+little-endian frames, without copying when they already are); it does not check values,
+so a test can send an out-of-range field through it. :func:`decode` checks everything in
+the spec table of :mod:`protocol.messages` and raises :class:`ProtocolError` with a code
+from ``ERROR_CODES`` and a message naming the field.
+
+Decoded arrays are **read-only views** onto the received frames (no copy); copy them
+to modify. Nothing is allocated from a declared size before that size has been checked
+against :class:`Limits` and against the frame that carries the bytes.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import msgpack
+import numpy as np
+
+from .formats import FormatError, parse_format
+from .messages import ERROR_CODES, MESSAGES, PROTOCOL_VERSION, Message, Scalar, Tensor, spec_of
+
+__all__ = ["Limits", "Envelope", "ProtocolError", "encode", "encode_parts", "decode",
+           "read_envelope", "decode_message"]
+
+MiB = 1 << 20
+HEADER_KEYS = ("v", "type", "seq", "session", "body", "tensors")
+TENSOR_KEYS = ("name", "dtype", "shape", "frame")
+MAX_SESSION_CHARS = 256
+
+
+class ProtocolError(Exception):
+    """A message that breaks the protocol: ``code`` is a key of ``ERROR_CODES``.
+
+    >>> raise ProtocolError("bad_state", "run_epoch before configure")
+    Traceback (most recent call last):
+    protocol.codec.ProtocolError: bad_state: run_epoch before configure
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown error code {code!r}; codes: {', '.join(ERROR_CODES)}")
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits enforced on receipt (``Limits(max_message_bytes=64 << 20)``).
+
+    ``max_message_bytes`` bounds all frames of one message together; the server also sets
+    it as ZeroMQ's ``ZMQ_MAXMSGSIZE``, so a peer sending a larger frame is disconnected by
+    ZeroMQ before Python sees it.
+    """
+
+    max_message_bytes: int = 256 * MiB
+    max_tensor_bytes: int = 256 * MiB
+    max_header_bytes: int = 1 * MiB
+    max_frames: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("max_message_bytes", "max_tensor_bytes", "max_header_bytes", "max_frames"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"Limits.{name} must be a positive integer; got {value!r}")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The routing part of a header; ``header`` is the whole decoded map."""
+
+    type: str
+    seq: int
+    session: str
+    header: dict
+
+
+# Per message type: (class, scalar specs, tensor specs), computed once.
+_TABLES = {t: (cls, {n: s for n, s in spec_of(cls).items() if isinstance(s, Scalar)},
+               {n: s for n, s in spec_of(cls).items() if isinstance(s, Tensor)})
+           for t, cls in MESSAGES.items()}
+_KINDS = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
+
+
+def _plain(obj: Any) -> Any:
+    """msgpack ``default`` hook: numpy scalars become Python numbers."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot encode {type(obj).__name__} in a protocol message")
+
+
+_packer_opts = {"use_bin_type": True, "default": _plain}
+
+
+def encode_parts(msg: Message, seq: int, session: str) -> tuple[dict, list]:
+    """The header map and the tensor frames (zero-copy memoryviews when possible)."""
+    _, scalars, tensors = _TABLES[msg.TYPE]
+    body: dict[str, Any] = {}
+    for name, spec in scalars.items():
+        value = getattr(msg, name)
+        if value is None and spec.optional:
+            continue  # optional and absent: omitted from the wire
+        if spec.kind == "int" and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            value = int(value)
+        elif spec.kind == "float" and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            value = float(value)
+        elif spec.kind == "list" and isinstance(value, tuple):
+            value = list(value)
+        body[name] = value
+    table, frames = [], []
+    for name, spec in tensors.items():
+        value = getattr(msg, name)
+        if value is None and spec.optional:
+            continue
+        arr = np.asarray(value)
+        if arr.dtype.byteorder == ">":
+            arr = arr.astype(arr.dtype.newbyteorder("<"))
+        arr = np.ascontiguousarray(arr)
+        if arr.dtype.hasobject:
+            raise TypeError(f"{msg.TYPE}.{name}: object arrays cannot travel as raw frames")
+        frames.append(memoryview(arr.reshape(-1).view(np.uint8)))
+        table.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape),
+                      "frame": len(frames)})
+    header = {"v": PROTOCOL_VERSION, "type": msg.TYPE, "seq": int(seq), "session": session,
+              "body": body, "tensors": table}
+    return header, frames
+
+
+def encode(msg: Message, seq: int, session: str) -> list:
+    """ZeroMQ multipart frames for ``msg``: packed header, then raw tensor frames."""
+    header, frames = encode_parts(msg, seq, session)
+    return [pack_header(header), *frames]
+
+
+def pack_header(header: dict) -> bytes:
+    return msgpack.packb(header, **_packer_opts)
+
+
+def _nbytes(frame: Any) -> int:
+    return len(frame) if isinstance(frame, bytes) else memoryview(frame).nbytes
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
+def read_envelope(frames: Sequence[Any], limits: Limits = Limits()) -> Envelope:
+    """Check frame count and sizes, unpack the header, check version and routing keys."""
+    if len(frames) == 0:
+        raise ProtocolError("malformed", "empty message: no header frame")
+    if len(frames) > limits.max_frames:
+        raise ProtocolError("too_large", f"{len(frames)} frames, over the limit of {limits.max_frames}")
+    sizes = [_nbytes(f) for f in frames]
+    if sizes[0] > limits.max_header_bytes:
+        raise ProtocolError("too_large", f"header of {sizes[0]} bytes, over the limit of "
+                                         f"{limits.max_header_bytes}")
+    if sum(sizes) > limits.max_message_bytes:
+        raise ProtocolError("too_large", f"message of {sum(sizes)} bytes, over the limit of "
+                                         f"{limits.max_message_bytes}")
+    try:
+        # Lengths are bounded by the header's byte size, so a declared 2^32-element array
+        # cannot make the unpacker allocate more than the header could hold.
+        n = sizes[0]
+        header = msgpack.unpackb(frames[0], raw=False, strict_map_key=True, ext_hook=_no_ext,
+                                 max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n,
+                                 max_ext_len=0)
+    except Exception as exc:  # msgpack raises many kinds (ValueError, ExtraData, StackError …)
+        raise ProtocolError("malformed", f"header frame is not msgpack: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("malformed", f"header is a msgpack {type(header).__name__}, not a map")
+    if "v" not in header:
+        raise ProtocolError("malformed", "header has no protocol version 'v'")
+    if header["v"] != PROTOCOL_VERSION or isinstance(header["v"], bool):
+        raise ProtocolError("bad_version", f"protocol version {header['v']!r}; this side speaks "
+                                           f"version {PROTOCOL_VERSION}")
+    missing = [k for k in HEADER_KEYS if k not in header]
+    extra = [k for k in header if k not in HEADER_KEYS]
+    if missing or extra:
+        raise ProtocolError("malformed", f"header keys must be {', '.join(HEADER_KEYS)}; "
+                                         f"missing {missing}, extra {extra}")
+    mtype, seq, session = header["type"], header["seq"], header["session"]
+    if not isinstance(mtype, str):
+        raise ProtocolError("malformed", f"header 'type' is a {type(mtype).__name__}, not a str")
+    if not (type(seq) is int and 0 <= seq < 2**64):
+        raise ProtocolError("malformed", f"header 'seq' must be an int in [0, 2^64); got {seq!r}")
+    if not (isinstance(session, str) and len(session) <= MAX_SESSION_CHARS):
+        raise ProtocolError("malformed", f"header 'session' must be a str of at most "
+                                         f"{MAX_SESSION_CHARS} characters")
+    if not isinstance(header["body"], dict):
+        raise ProtocolError("malformed", "header 'body' is not a map")
+    if not isinstance(header["tensors"], list):
+        raise ProtocolError("malformed", "header 'tensors' is not a list")
+    return Envelope(mtype, seq, session, header)
+
+
+def _check_scalar(where: str, spec: Scalar, value: Any) -> Any:
+    if value is None:
+        if spec.optional:
+            return None
+        raise ProtocolError("bad_type", f"{where}: nil, expected {spec.kind}")
+    kind = spec.kind
+    ok = isinstance(value, _KINDS[kind]) and (kind == "bool" or not isinstance(value, bool))
+    if kind == "float" and not ok and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True  # an integer literal is a fine float
+    if not ok:
+        raise ProtocolError("bad_type", f"{where}: {type(value).__name__} {value!r:.40}, expected {kind}")
+    if kind == "float" and not math.isfinite(value):
+        raise ProtocolError("not_finite", f"{where}: {value} is not finite")
+    if kind in ("int", "float"):
+        if spec.lo is not None and value < spec.lo:
+            raise ProtocolError("bad_value", f"{where}: {value} is below the minimum {spec.lo}")
+        if spec.hi is not None and value > spec.hi:
+            raise ProtocolError("bad_value", f"{where}: {value} is above the maximum {spec.hi}")
+        if spec.positive and not value > 0:
+            raise ProtocolError("bad_value", f"{where}: {value} must be > 0")
+    if spec.choices is not None and value not in spec.choices:
+        raise ProtocolError("bad_value", f"{where}: {value!r} is not one of {', '.join(spec.choices)}")
+    if spec.format:
+        try:
+            parse_format(value)
+        except FormatError as exc:
+            raise ProtocolError("bad_value", f"{where}: {exc}") from None
+    return value
+
+
+def _check_tensor(where: str, spec: Tensor, entry: dict, frames: Sequence[Any],
+                  limits: Limits) -> np.ndarray:
+    dtype_s, shape = entry["dtype"], entry["shape"]
+    # Whitelist before np.dtype(): an arbitrary string could name an object dtype.
+    if dtype_s not in spec.dtypes:
+        raise ProtocolError("bad_dtype", f"{where}: dtype {dtype_s!r}, expected one of "
+                                         f"{', '.join(spec.dtypes)}")
+    if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+        raise ProtocolError("malformed", f"{where}: shape {shape!r:.60} is not a list of "
+                                         "non-negative ints")
+    if len(shape) != spec.ndim:
+        raise ProtocolError("bad_shape", f"{where}: shape {shape} is {len(shape)}-D, expected "
+                                         f"{spec.ndim}-D")
+    dtype = np.dtype(dtype_s)
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    if nbytes > limits.max_tensor_bytes:
+        raise ProtocolError("too_large", f"{where}: shape {shape} of {dtype_s} is {nbytes} bytes, "
+                                         f"over the limit of {limits.max_tensor_bytes}")
+    frame = frames[entry["frame"]]
+    have = _nbytes(frame)
+    if have != nbytes:
+        raise ProtocolError("malformed", f"{where}: frame {entry['frame']} holds {have} bytes; "
+                                         f"shape {shape} of {dtype_s} needs {nbytes}")
+    arr = np.frombuffer(frame, dtype=dtype) if nbytes else np.empty(0, dtype)
+    arr = arr.reshape(shape)
+    arr.flags.writeable = False
+    if spec.finite and dtype.kind == "f":
+        # A finite sum proves every element finite without a temporary; only an overflowing
+        # (or really non-finite) sum needs the element-wise look.
+        if not np.isfinite(arr.sum()) and not np.isfinite(arr).all():
+            bad = np.flatnonzero(~np.isfinite(arr.reshape(-1)))
+            raise ProtocolError("not_finite", f"{where}: {bad.size} NaN/Inf values, the first "
+                                              f"at flat index {bad[0]}")
+    return arr
+
+
+def decode_message(env: Envelope, frames: Sequence[Any], limits: Limits = Limits(),
+                   types: Mapping[str, type] = MESSAGES) -> Message:
+    """Validate body and tensors of a message whose envelope passed :func:`read_envelope`."""
+    if env.type not in types:
+        raise ProtocolError("unknown_type", f"no message type {env.type!r:.40} here; expected one "
+                                            f"of {', '.join(types)}")
+    cls, scalars, tensors = _TABLES[env.type]
+    body, table = env.header["body"], env.header["tensors"]
+    values: dict[str, Any] = {}
+    for name, spec in scalars.items():
+        if name in body:
+            values[name] = _check_scalar(f"{env.type}.{name}", spec, body[name])
+        elif not spec.optional:
+            raise ProtocolError("missing_field", f"{env.type}.{name}: required field is missing")
+    for name in body:
+        if name not in scalars:
+            what = "is a tensor and travels as a frame" if name in tensors else "is not a field"
+            raise ProtocolError("extra_field", f"{env.type}.{name!s:.40}: {what}; fields: "
+                                               f"{', '.join(scalars) or 'none'}")
+    entries: dict[str, dict] = {}
+    used = set()
+    for entry in table:
+        if not (isinstance(entry, dict) and sorted(entry) == sorted(TENSOR_KEYS)):
+            raise ProtocolError("malformed", f"{env.type}: tensor entry {entry!r:.60} must have "
+                                             f"keys {', '.join(TENSOR_KEYS)}")
+        name, index = entry["name"], entry["frame"]
+        if name not in tensors:
+            raise ProtocolError("extra_field", f"{env.type}.{name!s:.40}: not a tensor field; "
+                                               f"tensors: {', '.join(tensors) or 'none'}")
+        if name in entries:
+            raise ProtocolError("malformed", f"{env.type}.{name}: tensor listed twice")
+        if not (type(index) is int and 1 <= index < len(frames)) or index in used:
+            raise ProtocolError("malformed", f"{env.type}.{name}: frame index {index!r} is not an "
+                                             f"unused frame 1..{len(frames) - 1}")
+        entries[name] = entry
+        used.add(index)
+    if len(used) != len(frames) - 1:
+        raise ProtocolError("malformed", f"{env.type}: {len(frames) - 1} tensor frames but "
+                                         f"{len(used)} tensor entries")
+    for name, spec in tensors.items():
+        if name in entries:
+            values[name] = _check_tensor(f"{env.type}.{name}", spec, entries[name], frames, limits)
+        elif not spec.optional:
+            raise ProtocolError("missing_field", f"{env.type}.{name}: required tensor is missing")
+    return cls(**values)
+
+
+def decode(frames: Sequence[Any], limits: Limits = Limits(),
+           types: Mapping[str, type] = MESSAGES) -> tuple[Envelope, Message]:
+    """Validate ``frames`` completely; returns the envelope and the message."""
+    env = read_envelope(frames, limits)
+    return env, decode_message(env, frames, limits, types)
