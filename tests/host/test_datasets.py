@@ -1,0 +1,77 @@
+"""Data sets: preprocessing, synthetic conditioning, .npz errors, model pairings."""
+import numpy as np
+import pytest
+
+from host.datasets import DatasetError, load_dataset
+
+
+def test_digits_default():
+    ds = load_dataset()
+    assert ds.name == "digits" and ds.x.shape == (1797, 65) and ds.outputs_for("softmax") == 10
+    assert np.all(ds.x[:, -1] == 1.0)
+    assert np.all(ds.x[:, :-1] * 16 == np.round(ds.x[:, :-1] * 16)) and ds.x.max() == 1.0
+    assert set(np.unique(ds.y)) == set(range(10))
+
+
+@pytest.mark.parametrize("name,task", [("breast_cancer", "binary"), ("diabetes", "regression")])
+def test_real_data_max_abs_scaled(name, task):
+    ds = load_dataset(name)
+    assert ds.task == task
+    assert np.max(np.abs(ds.x)) == 1.0
+    np.testing.assert_allclose(np.max(np.abs(ds.x[:, :-1]), axis=0), 1.0)
+    if task == "regression":
+        assert abs(ds.y.mean()) < 1e-12 and ds.y.std() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kind", ["linear", "logistic"])
+def test_synthetic_condition_number(kind):
+    ds = load_dataset(f"synthetic_{kind}", samples=500, features=8, condition=1000.0, seed=3)
+    f = ds.x[:, :-1]
+    eig = np.linalg.eigvalsh(f.T @ f / 500)
+    assert eig[-1] / eig[0] == pytest.approx(1000.0, rel=1e-8)
+    assert np.max(np.abs(f)) == pytest.approx(1.0)
+    np.testing.assert_allclose(f.mean(axis=0), 0.0, atol=1e-12)
+    again = load_dataset(f"synthetic_{kind}", samples=500, features=8, condition=1000.0, seed=3)
+    assert np.array_equal(ds.x, again.x) and np.array_equal(ds.y, again.y)
+
+
+@pytest.mark.parametrize("name,model,hint", [
+    ("diabetes", "softmax", "use linear"),
+    ("digits", "logistic", "use softmax"),
+    ("breast_cancer", "linear", "use logistic, softmax"),
+])
+def test_model_mismatch_lists_what_works(name, model, hint):
+    with pytest.raises(DatasetError, match=hint):
+        load_dataset(name).outputs_for(model)
+
+
+def test_binary_softmax_has_two_outputs():
+    assert load_dataset("breast_cancer").outputs_for("softmax") == 2
+
+
+def test_unknown_name_lists_choices():
+    with pytest.raises(DatasetError, match="digits, breast_cancer, diabetes"):
+        load_dataset("mnist")
+
+
+def test_npz_round_trip_and_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    good = tmp_path / "mine.npz"
+    np.savez(good, x=rng.uniform(-5, 5, (30, 3)), y=rng.integers(0, 3, 30))
+    ds = load_dataset(str(good))
+    assert ds.task == "multiclass" and ds.x.shape == (30, 4) and np.max(np.abs(ds.x)) == 1.0
+    reg = tmp_path / "reg.npz"
+    np.savez(reg, x=rng.uniform(size=(30, 3)), y=rng.standard_normal(30))
+    assert load_dataset(str(reg)).task == "regression"
+
+    cases = {
+        "missing.npz": ({"x": np.ones((3, 2))}, "lacks array\\(s\\) y"),
+        "shape.npz": ({"x": np.ones((3, 2)), "y": np.ones(4)}, "need x of shape"),
+        "nan.npz": ({"x": np.array([[np.nan, 1.0]]), "y": np.ones(1)}, "NaN"),
+    }
+    for fname, (arrays, msg) in cases.items():
+        np.savez(tmp_path / fname, **arrays)
+        with pytest.raises(DatasetError, match=msg):
+            load_dataset(str(tmp_path / fname))
+    with pytest.raises(DatasetError, match="no such"):
+        load_dataset(str(tmp_path / "absent.npz"))

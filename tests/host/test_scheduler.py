@@ -1,0 +1,45 @@
+"""Scheduler decisions, one rule per policy."""
+import pytest
+
+from host.scheduler import AdaptivePrecision, Decision, FixedPrecision, RecentreEveryEpoch, make_policy
+from protocol.formats import FixedFormat, parse_format
+
+F8 = parse_format("fixed<1,7>")
+
+
+def test_recentre_and_fixed():
+    assert RecentreEveryEpoch().decide([1.0], F8) == Decision(rescale=True)
+    assert FixedPrecision().decide([1.0, 1.0], F8) == Decision(rescale=False)
+
+
+def test_adaptive_promotes_only_on_stall():
+    p = AdaptivePrecision(FixedPrecision(), threshold=0.9, step_bits=4, max_bits=16)
+    assert p.decide([1.0], F8).promote is None                  # no history yet
+    assert p.decide([1.0, 0.5], F8).promote is None             # halved: progressing
+    assert p.decide([1.0, 0.95], F8).promote == FixedFormat(1, 11)
+    assert p.decide([1.0, 0.95], FixedFormat(1, 11)).promote == FixedFormat(1, 15)
+    assert p.decide([1.0, 0.95], FixedFormat(1, 13)).promote == FixedFormat(1, 15)   # capped at 16 bits
+    assert p.decide([1.0, 0.95], FixedFormat(1, 15)).promote is None                # already 16
+    assert p.decide([1.0, 1.2], FixedFormat(2, 6)).promote == FixedFormat(2, 10)    # keeps IL
+
+
+def test_adaptive_keeps_base_rescaling():
+    p = AdaptivePrecision(RecentreEveryEpoch())
+    assert p.decide([1.0, 0.99], F8) == Decision(rescale=True, promote=FixedFormat(1, 11))
+
+
+def test_adaptive_rejects_float_offsets():
+    with pytest.raises(ValueError, match="fixed-point"):
+        AdaptivePrecision().decide([1.0, 1.0], parse_format("e4m3fn"))
+
+
+def test_make_policy_natural_and_errors():
+    assert make_policy(None, "halp") == RecentreEveryEpoch()
+    assert make_policy(None, "lpsgd") == FixedPrecision()
+    assert make_policy("adaptive", "lpsvrg") == AdaptivePrecision(FixedPrecision())
+    with pytest.raises(ValueError, match="valid: recentre, adaptive"):
+        make_policy("fixed", "halp")
+    with pytest.raises(ValueError, match="valid: fixed, adaptive"):
+        make_policy("recentre", "lpsgd")
+    with pytest.raises(ValueError, match="halp, lpsgd, lpsvrg"):
+        make_policy(None, "svrg")
