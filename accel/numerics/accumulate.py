@@ -1,0 +1,124 @@
+"""Sums and dot products with a product format, an accumulator format and chunking.
+
+    >>> import numpy as np
+    >>> accumulate(np.ones(4096), acc="fp16")                 # naive: swamped at 2048
+    np.float64(2048.0)
+    >>> accumulate(np.ones(4096), acc="fp16", chunk=64)       # Wang et al. 2018 chunks
+    np.float64(4096.0)
+    >>> counts = Counter()
+    >>> dot(np.ones((2, 3)), np.full(3, 0.1), product="e4m3fn", acc="fp16", counts=counts)
+    array([0.3046875, 0.3046875])
+    >>> counts["mul e4m3fn"], counts["add fp16"], counts["round fp16 nearest_even"]
+    (6, 6, 6)
+
+The reduction order is fixed (docs/numerics.md, "Accumulation"), so a result depends on the
+inputs and the settings only, never on batching, thread count or platform:
+
+- every product ``a[i] * b[i]`` is rounded once, from the exact product, into ``product``;
+- ``chunk=None``: one accumulator, cleared to +0, adds the terms in index order, each add
+  rounded once (from the exact sum) into ``acc``;
+- ``chunk=k``: terms ``[j*k, (j+1)*k)`` are summed that way into chunk partial ``j``;
+  then a second accumulator, cleared to +0, adds the partials in order ``j = 0, 1, …``;
+- ``kahan=True``: each of those sequential sums is compensated (Kahan 1965): with running
+  sum ``s`` and compensation ``c`` (both in ``acc``, starting at +0), each term ``x`` does
+  ``y = x - c; t = s + y; c = (t - s) - y; s = t``, every operation rounded into ``acc``.
+  A chunk hands on ``s``; its ``c`` is dropped.
+
+Stochastic rounding draws from ``rng`` (see :func:`quantize`) in this order: the products,
+one word each in C order of the broadcast ``(batch…, n)`` array; then, step by step, one
+word per rounding of that step for the active accumulators in C order of (batch…, chunk
+index) — within-chunk step ``i`` is the ``i``-th term of every chunk, Kahan steps draw for
+their four operations in the order above — and last the partial-sum stage, one word per
+batch element per step.
+"""
+from __future__ import annotations
+
+import functools
+from collections import Counter
+
+import numpy as np
+
+from protocol.formats import Format
+
+from .arith import add, check_exact, mul
+
+__all__ = ["accumulate", "dot"]
+
+
+def dot(a, b, *, product: "Format | str" = "fp32", acc: "Format | str" = "fp32",
+        chunk: int | None = None, kahan: bool = False, rounding: str = "nearest_even",
+        product_rounding: str | None = None, rng=None, rbits: int | None = None,
+        counts: Counter | None = None) -> np.ndarray:
+    """Dot products along the last axis of ``a`` and ``b`` (broadcast); float64 result.
+
+    ``product_rounding`` (default: ``rounding``) rounds the products, ``rounding`` every
+    accumulator add. ``counts``, if given, is a Counter that gains keys like ``"mul fp16"``,
+    ``"add fp32"`` and ``"round fp16 nearest_even"`` (one count per elementary operation).
+    """
+    product_rounding = rounding if product_rounding is None else product_rounding
+    fmt = check_exact(product, product_rounding, rbits)
+    a, b = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(b, np.float64))
+    if a.ndim == 0:
+        raise ValueError("dot needs arrays with a reduction axis (the last one)")
+    terms = mul(a, b, fmt, rounding=product_rounding, rng=rng, rbits=rbits)
+    if counts is not None:
+        counts[f"mul {fmt!r}"] += terms.size
+        counts[f"round {fmt!r} {product_rounding}"] += terms.size
+    return accumulate(terms, acc=acc, chunk=chunk, kahan=kahan, rounding=rounding, rng=rng,
+                      rbits=rbits, counts=counts)
+
+
+def accumulate(x, *, acc: "Format | str" = "fp32", chunk: int | None = None,
+               kahan: bool = False, rounding: str = "nearest_even", rng=None,
+               rbits: int | None = None, counts: Counter | None = None) -> np.ndarray:
+    """Sum ``x`` along its last axis in the fixed order of the module docstring.
+
+    Returns float64: an array of ``x.shape[:-1]``, or a numpy scalar for 1-D ``x``.
+
+    Vectorised across the leading axes and across chunks; sequential along each sum.
+    """
+    fmt = check_exact(acc, rounding, rbits)
+    if chunk is not None and not (isinstance(chunk, (int, np.integer)) and chunk >= 1):
+        raise ValueError(f"chunk must be a positive integer or None (no chunking); got {chunk!r}")
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 0:
+        raise ValueError("accumulate needs an array with a reduction axis (the last one)")
+    lead, n = x.shape[:-1], x.shape[-1]
+    if n == 0:
+        return np.zeros(lead)[()]
+    rows = x.reshape(-1, n)
+    add_ = functools.partial(add, fmt=fmt, rounding=rounding, rng=rng, rbits=rbits)
+    k = n if chunk is None else min(int(chunk), n)
+    n_chunks = -(-n // k)
+    tail = n - (n_chunks - 1) * k  # length of the last chunk, 1..k
+    blocks = np.zeros((rows.shape[0], n_chunks, k))
+    blocks.reshape(rows.shape[0], -1)[:, :n] = rows
+    partial = _sequential_sum(blocks, tail, add_, kahan)
+    if chunk is None:
+        result, adds = partial[:, 0], n
+    else:
+        result = _sequential_sum(partial[:, None, :], n_chunks, add_, kahan)[:, 0]
+        adds = n + n_chunks
+    if counts is not None:
+        ops = rows.shape[0] * adds * (4 if kahan else 1)
+        counts[f"add {fmt!r}"] += ops
+        counts[f"round {fmt!r} {rounding}"] += ops
+    return result.reshape(lead)[()]
+
+
+def _sequential_sum(blocks: np.ndarray, tail: int, add_, kahan: bool) -> np.ndarray:
+    """Sum ``blocks[b, j, :]`` in index order for all (b, j) at once; the last ``j`` has ``tail`` terms."""
+    n_rows, n_chunks, k = blocks.shape
+    s = np.zeros((n_rows, n_chunks))
+    c = np.zeros((n_rows, n_chunks)) if kahan else None
+    for i in range(k):
+        m = n_chunks if i < tail else n_chunks - 1
+        term = blocks[:, :m, i]
+        if kahan:
+            y = add_(term, -c[:, :m])
+            t = add_(s[:, :m], y)
+            c[:, :m] = add_(add_(t, -s[:, :m]), -y)
+            s[:, :m] = t
+        else:
+            s[:, :m] = add_(s[:, :m], term)
+    return s

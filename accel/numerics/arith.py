@@ -1,0 +1,153 @@
+"""Elementary arithmetic rounded once, from the exact result, into a number format.
+
+    >>> import numpy as np
+    >>> a, b = np.array([1.0]), np.array([2.0**-11 + 2.0**-63])   # just above fp16's midpoint
+    >>> add(a, b, "fp16")            # float64 would round 1 + b onto the midpoint, then to 1
+    array([1.00097656])
+    >>> mul(np.array([3.0]), np.array([1 / 3]), "e4m3fn", rounding="down")
+    array([0.9375])
+
+How the exact result is rounded once without an exact-arithmetic library: the float64
+operation is made error-free (TwoSum; TwoProd by Veltkamp/Dekker splitting), and its
+rounded value ``s`` and error ``e`` are combined into ``RO(x)``, the float64 rounding of the
+exact ``x = s + e`` *to odd* (if ``e != 0`` and ``s`` has an even last bit, step one ulp
+towards ``x``). Rounding ``RO(x)`` to a format of precision ``p`` equals rounding ``x``
+itself whenever ``p + 2 <= 53`` (Boldo & Melquiond, "Emulation of FMA and correctly
+rounded sums: proved algorithms using rounding to odd", IEEE TC 2008), in every
+deterministic mode; stochastic rounding with ``r`` random bits also sees the same bits when
+``p + r + 1 <= 53``. :func:`check_exact` rejects the combinations outside these bounds
+(Figueroa's weaker condition, ``53 >= 2p + 2`` for plain float64-then-round, would cover
+only round-to-nearest). For fp64 itself the float64 operation already is the
+nearest-even result, and no other mode is offered.
+
+The float64 kernels are compiled without fast-math, so no FMA contraction or
+reassociation: results are the same on every platform.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from protocol.formats import PRESETS, BlockFormat, FixedFormat, Format, parse_format
+
+from .quantize import quantize
+from .rounding import mode_code, rbits_code
+
+__all__ = ["add", "mul", "check_exact"]
+
+_FLOAT64 = PRESETS["fp64"]
+_SPLIT64 = 134217729.0  # 2^27 + 1: Veltkamp's constant for float64
+# TwoProd is error-free only if the error term neither underflows nor the split overflows.
+_TINY_PRODUCT = 2.0**-969
+_HUGE_FACTOR = 2.0**995
+
+
+def _precision(fmt: Format) -> int:
+    """Significant bits that the format keeps relative to the leading bit of a value."""
+    if isinstance(fmt, FixedFormat):
+        return fmt.bits + 1  # unsigned values reach 2^IL: one bit above the word
+    return fmt.man_bits + 1
+
+
+def check_exact(fmt: "Format | str", rounding: str, rbits: int | None = None) -> Format:
+    """Return the parsed format if ops rounded into it are exact here; else raise ValueError.
+
+        >>> check_exact("fp16", "stochastic")
+        fp16
+    """
+    fmt = parse_format(fmt)
+    mode_code(rounding)  # rejects unknown names, listing the valid ones
+    if isinstance(fmt, BlockFormat):
+        raise ValueError(f"{fmt!r} is a block format (a shared scale per tensor block); "
+                         "an arithmetic result needs a float or fixed format")
+    if fmt == _FLOAT64:
+        if rounding != "nearest_even":
+            raise ValueError("fp64 results are float64 operations, which round to nearest-even "
+                             f"only; got rounding={rounding!r}")
+        return fmt
+    p = _precision(fmt)
+    if p + 2 > 53:
+        raise ValueError(f"{fmt!r} keeps {p} bits; exact rounding through float64 needs at most 51 "
+                         "(use fp64 with nearest_even for float64 itself)")
+    if rounding == "stochastic":
+        r = rbits_code(rbits)  # quantize's r: rbits, or 32 for None
+        if p + r + 1 > 53:
+            raise ValueError(f"stochastic rounding into {fmt!r} with {r} random bits needs "
+                             f"{p}+{r}+1 <= 53 bits of the exact result; pass rbits <= {52 - p}")
+    return fmt
+
+
+@numba.njit(inline="always")
+def _to_odd(s: float, e: float) -> float:
+    """Round-to-odd of the exact s + e, where s = RN(s + e) is a float64 and e its error."""
+    if e == 0.0 or not math.isfinite(s):
+        return s
+    m, _ = math.frexp(s)  # |m| in [0.5, 1): m * 2^53 is the integer significand
+    if int(abs(m) * 9007199254740992.0) & 1:
+        return s
+    return np.nextafter(s, math.inf if e > 0 else -math.inf)
+
+
+@numba.vectorize(["float64(float64, float64)"], cache=True)
+def _sum_to_odd(a: float, b: float) -> float:
+    s = a + b
+    bv = s - a  # Knuth's TwoSum: a + b == s + e exactly, with no condition on |a|, |b|
+    e = (a - (s - bv)) + (b - bv)
+    return _to_odd(s, e)
+
+
+@numba.vectorize(["float64(float64, float64)"], cache=True)
+def _prod_to_odd(a: float, b: float) -> float:
+    p = a * b
+    if not math.isfinite(p):
+        return p
+    g = _SPLIT64 * a
+    ah = g - (g - a)
+    al = a - ah
+    g = _SPLIT64 * b
+    bh = g - (g - b)
+    bl = b - bh
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl  # Dekker's TwoProd error term
+    return _to_odd(p, e)
+
+
+def _as_float64(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def add(a, b, fmt: "Format | str", rounding: str = "nearest_even", rng=None,
+        rbits: int | None = None) -> np.ndarray:
+    """``a + b`` (float64 arrays, broadcast) rounded once into ``fmt``; returns float64.
+
+    ``rng`` and ``rbits`` are passed to :func:`quantize` (stochastic rounding draws one word
+    per element of the broadcast result, in C order).
+    """
+    fmt = check_exact(fmt, rounding, rbits)
+    a, b = _as_float64(a), _as_float64(b)
+    if fmt == _FLOAT64:
+        return a + b
+    return quantize(_sum_to_odd(a, b), fmt, rounding=rounding, rng=rng, rbits=rbits)
+
+
+def mul(a, b, fmt: "Format | str", rounding: str = "nearest_even", rng=None,
+        rbits: int | None = None) -> np.ndarray:
+    """``a * b`` (float64 arrays, broadcast) rounded once into ``fmt``; returns float64.
+
+    Exact for finite factors below 2^995 whose nonzero products are at least 2^-969 (the
+    float64 TwoProd conditions; values of any format up to fp32 are far inside); other
+    inputs raise ValueError. Infinite and NaN factors follow float64 and ``quantize``.
+    """
+    fmt = check_exact(fmt, rounding, rbits)
+    a, b = _as_float64(a), _as_float64(b)
+    if fmt == _FLOAT64:
+        return a * b
+    x = _prod_to_odd(a, b)
+    finite = np.isfinite(a) & np.isfinite(b)
+    huge = finite & ((np.abs(a) >= _HUGE_FACTOR) | (np.abs(b) >= _HUGE_FACTOR))
+    tiny = finite & (np.abs(x) < _TINY_PRODUCT) & (a != 0) & (b != 0)
+    if np.any(huge | tiny):
+        raise ValueError("mul: a factor beyond 2^995 or a nonzero product below 2^-969 is outside "
+                         "the exact float64 TwoProd range")
+    return quantize(x, fmt, rounding=rounding, rng=rng, rbits=rbits)
