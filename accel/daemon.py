@@ -1,0 +1,196 @@
+"""The accelerator daemon: a protocol server in front of one backend, with a state machine.
+
+    serve("tcp://127.0.0.1:5555")                 # blocks until a shutdown request
+
+or, as its own process, ``python -m accel --bind ipc:///tmp/a.sock``. The codec checks
+each message on its own (types, ranges, dtypes, ranks, finiteness, session, sequence);
+:class:`Daemon` checks it against the session: whether it is legal in the current state
+and whether its shapes and values agree with the configuration. States
+(``docs/accelerator.md`` has the full table)::
+
+    fresh --configure--> configured --load_data (all rows)--> loaded --recentre--> anchored
+
+A rejected request leaves the state as it was and the daemon keeps serving.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import numpy as np
+
+from accel.backends.emulated import EmulatedBackend
+from protocol.channel import Server
+from protocol.codec import Limits, ProtocolError
+from protocol.formats import PRESETS, BlockFormat
+from protocol.messages import (ALGORITHMS, PROBLEMS, PROTOCOL_VERSION, ROUNDINGS, Ack, Capabilities,
+                               Configure, Fetch, Hello, LoadData, Message, Promote, Recentre,
+                               RunEpoch, Shutdown)
+
+BACKENDS = {"emulated": EmulatedBackend}
+
+# Dimension limits, announced in Capabilities.limits and enforced at configure. The data
+# is held as float64, so max_elements bounds the data memory at 256 MiB.
+MAX_SAMPLES = 1 << 22
+MAX_FEATURES = 1 << 16
+MAX_OUTPUTS = 1 << 12
+MAX_ELEMENTS = 1 << 25
+
+STATES = ("fresh", "configured", "loaded", "anchored")
+
+FORMATS = ["fixed<IL,FL>", "ufixed<IL,FL>", "eXmY", "eXmYfn", "float<E,M,...>",
+           *[name for name, fmt in PRESETS.items() if not isinstance(fmt, BlockFormat)]]
+
+
+class Daemon:
+    """Request handler: ``Daemon().handle(msg) -> reply``; raises ProtocolError to refuse.
+
+        >>> d = Daemon()
+        >>> d.handle(Hello(client="doc")).backend
+        'emulated'
+        >>> d.handle(Fetch())
+        Traceback (most recent call last):
+        ...
+        protocol.codec.ProtocolError: bad_state: fetch needs configure first
+    """
+
+    def __init__(self, backend: str = "emulated", limits: Limits = Limits()) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+        self.backend_name = backend
+        self.limits = limits
+        self._reset()
+
+    def _reset(self) -> None:
+        self.state = "fresh"
+        self.backend = BACKENDS[self.backend_name]()
+        self.cfg: Configure | None = None
+        self.loaded_rows = np.zeros(0, dtype=bool)
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            version=PROTOCOL_VERSION, backend=self.backend_name, formats=FORMATS,
+            problems=list(PROBLEMS), algorithms=list(ALGORITHMS), roundings=list(ROUNDINGS),
+            limits={"max_message_bytes": self.limits.max_message_bytes,
+                    "max_tensor_bytes": self.limits.max_tensor_bytes,
+                    "max_samples": MAX_SAMPLES, "max_features": MAX_FEATURES,
+                    "max_outputs": MAX_OUTPUTS, "max_elements": MAX_ELEMENTS})
+
+    def handle(self, msg: Message) -> Message:
+        return getattr(self, "_on_" + msg.TYPE)(msg)
+
+    # ---- state checks ---------------------------------------------------------------
+
+    def _need(self, what: str, state: str) -> None:
+        """Refuse ``what`` unless the daemon has reached ``state``."""
+        have = STATES.index(self.state)
+        if have >= STATES.index(state):
+            return
+        if self.state == "fresh":
+            raise ProtocolError("bad_state", f"{what} needs configure first")
+        if self.state == "configured":
+            n, k = self.cfg.n_samples, int(self.loaded_rows.sum())
+            raise ProtocolError("bad_state", f"{what} needs all {n} rows loaded first ({k} of {n} loaded)")
+        raise ProtocolError("bad_state", f"{what} needs a recentre first")
+
+    def _shape(self, name: str, arr: np.ndarray, want: tuple[int, ...]) -> None:
+        if arr.shape != want:
+            raise ProtocolError("bad_shape", f"{name} has shape {list(arr.shape)}; the configuration "
+                                             f"needs {list(want)}")
+
+    # ---- requests -------------------------------------------------------------------
+
+    def _on_hello(self, msg: Hello) -> Capabilities:
+        # A hello opens a new session: whatever an earlier (perhaps vanished) host left is dropped.
+        self._reset()
+        return self.capabilities()
+
+    def _on_shutdown(self, msg: Shutdown) -> Ack:
+        return Ack(of="shutdown", info={})
+
+    def _on_configure(self, msg: Configure) -> Ack:
+        if msg.problem == "softmax" and msg.n_outputs < 2:
+            raise ProtocolError("bad_value", f"softmax needs n_outputs >= 2 classes; got {msg.n_outputs}")
+        if msg.problem != "softmax" and msg.n_outputs != 1:
+            raise ProtocolError("bad_value", f"{msg.problem} needs n_outputs = 1; got {msg.n_outputs}")
+        for name, value, limit in (("n_samples", msg.n_samples, MAX_SAMPLES),
+                                   ("n_features", msg.n_features, MAX_FEATURES),
+                                   ("n_outputs", msg.n_outputs, MAX_OUTPUTS),
+                                   ("n_samples × n_features", msg.n_samples * msg.n_features, MAX_ELEMENTS)):
+            if value > limit:
+                raise ProtocolError("too_large", f"{name} = {value} is over the limit of {limit}")
+        backend = BACKENDS[self.backend_name]()
+        info = backend.configure(msg)          # may refuse the formats; then nothing changes
+        self.backend, self.cfg, self.state = backend, msg, "configured"
+        self.loaded_rows = np.zeros(msg.n_samples, dtype=bool)
+        return Ack(of="configure", info=info)
+
+    def _on_load_data(self, msg: LoadData) -> Ack:
+        self._need("load_data", "configured")
+        cfg, rows = self.cfg, msg.x.shape[0]
+        if rows == 0:
+            raise ProtocolError("bad_shape", "x has no rows")
+        self._shape("x", msg.x, (rows, cfg.n_features))
+        self._shape("y", msg.y, (rows,))
+        if msg.start + rows > cfg.n_samples:
+            raise ProtocolError("bad_shape", f"rows {msg.start}..{msg.start + rows - 1} go beyond "
+                                             f"n_samples = {cfg.n_samples}")
+        y = np.asarray(msg.y, dtype=np.float64)
+        if cfg.problem == "logistic" and not np.all((y == 0) | (y == 1)):
+            raise ProtocolError("bad_value", "logistic labels must be 0 or 1")
+        if cfg.problem == "softmax" and not np.all((y == np.round(y)) & (y >= 0) & (y < cfg.n_outputs)):
+            raise ProtocolError("bad_value", f"softmax labels must be integers 0..{cfg.n_outputs - 1}")
+        info = self.backend.load_data(msg)
+        self.loaded_rows[msg.start:msg.start + rows] = True
+        held = int(self.loaded_rows.sum())
+        if self.state == "configured" and held == cfg.n_samples:
+            self.state = "loaded"
+        return Ack(of="load_data", info={**info, "rows": held})
+
+    def _on_recentre(self, msg: Recentre) -> Ack:
+        self._need("recentre", "loaded")
+        cfg = self.cfg
+        self._shape("full_grad", msg.full_grad, (cfg.n_features, cfg.n_outputs))
+        if msg.anchor is None and cfg.problem != "linear":
+            raise ProtocolError("missing_field", f"{cfg.problem} needs the anchor terms "
+                                                 f"(n_samples × n_outputs probabilities)")
+        if msg.anchor is not None:
+            self._shape("anchor", msg.anchor, (cfg.n_samples, cfg.n_outputs))
+            if cfg.problem != "linear" and not np.all((msg.anchor >= 0) & (msg.anchor <= 1)):
+                raise ProtocolError("bad_value", "anchor terms of logistic/softmax are probabilities in [0, 1]")
+        info = self.backend.recentre(msg)
+        self.state = "anchored"
+        return Ack(of="recentre", info=info)
+
+    def _on_run_epoch(self, msg: RunEpoch) -> Message:
+        self._need("run_epoch", "loaded")
+        if msg.algorithm == "svrg":
+            self._need("run_epoch svrg", "anchored")
+        self._shape("order", msg.order, (msg.steps * msg.batch_size,))
+        if msg.order.size and (msg.order.min() < 0 or msg.order.max() >= self.cfg.n_samples):
+            raise ProtocolError("bad_value", f"order holds indices outside 0..{self.cfg.n_samples - 1}")
+        return self.backend.run_epoch(msg)
+
+    def _on_promote(self, msg: Promote) -> Ack:
+        self._need("promote", "configured")
+        return Ack(of="promote", info=self.backend.promote(msg))
+
+    def _on_fetch(self, msg: Fetch) -> Message:
+        self._need("fetch", "configured")
+        return self.backend.fetch()
+
+
+def serve(address: str, backend: str = "emulated", *, limits: Limits = Limits(), tap=None) -> None:
+    """Serve ``backend`` on ``address`` until a shutdown request (or SIGTERM in the main thread)."""
+    daemon = Daemon(backend, limits)
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        # The launcher stops us with SIGTERM: finish the current request, close the socket, return.
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server = Server(address, limits=limits, tap=tap)
+    try:
+        print(f"cosim accel: serving {backend} on {server.address}", file=sys.stderr, flush=True)
+        server.serve(daemon.handle, should_stop=stop.is_set)
+    finally:
+        server.close()
