@@ -105,7 +105,10 @@ def acc_rounder(fmt: FloatFormat) -> Rounder:
     if fmt == parse_format("fp64"):
         return lambda v: v
     if fmt == parse_format("fp32"):
-        return lambda v: np.asarray(v, dtype=np.float64).astype(np.float32).astype(np.float64)
+        def to_fp32(v: np.ndarray) -> np.ndarray:
+            with np.errstate(over="ignore"):   # overflow to ±inf is the format's rule, not an accident
+                return np.asarray(v, dtype=np.float64).astype(np.float32).astype(np.float64)
+        return to_fp32
     return lambda v: quantize(np.asarray(v, dtype=np.float64), fmt, "nearest_even")
 
 

@@ -1,0 +1,209 @@
+"""Kernel arithmetic of the emulated backend (spec v1), driven directly, no sockets."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from accel.accounting import epoch_memory, epoch_ops
+from accel.backends.emulated import EmulatedBackend, StepConstants, acc_rounder, svrg_step
+from accel.numerics import quantize
+from protocol.codec import ProtocolError
+from protocol.formats import parse_format
+from protocol.messages import Configure, LoadData, Promote, Recentre, RunEpoch
+
+
+def configure(problem="linear", n=4, f=2, c=1, data="fixed<2,6>", offset="fixed<3,5>", acc="fp32",
+              rounding="nearest_even", seed=0, l2=0.0, scale=1.0, lanes=4):
+    b = EmulatedBackend()
+    b.configure(Configure(problem=problem, n_samples=n, n_features=f, n_outputs=c, data_format=data,
+                          offset_format=offset, acc_format=acc, rounding=rounding, rbits=0, lanes=lanes,
+                          seed=seed, l2=l2, scale=scale))
+    return b
+
+
+def run(b, algorithm, order, step_size, epoch=0, batch=1):
+    order = np.asarray(order, dtype=np.uint32)
+    return b.run_epoch(RunEpoch(algorithm=algorithm, epoch=epoch, steps=len(order) // batch,
+                                step_size=step_size, batch_size=batch, order=order))
+
+
+def test_svrg_step_by_hand():
+    # x = [1, 1/2], q = [1/2, 1/4], q_a = [0, 1/4] → dq = [1/2, 0]; s = 1/2, λ = 1/2, α = 1/4,
+    # g̃ = [1/4, -1/2]. d = s·(x·dq) = 1/4 = r (least squares); G = x·r = [1/4, 1/8];
+    # u = G + λ·s·dq + g̃ = [5/8, -3/8]; t = α·u/s = [5/16, -3/16]; q − t = [3/16, 7/16].
+    k = StepConstants(s=0.5, inv_s=2.0, alpha=0.25, lam=0.5, inv_b=1.0)
+    v = svrg_step("linear", np.array([[1.0, 0.5]]), None, np.array([[0.5], [0.25]]),
+                  np.array([[0.0], [0.25]]), np.array([[0.25], [-0.5]]), k, acc_rounder(parse_format("fp32")))
+    assert v.tolist() == [[0.1875], [0.4375]]
+
+
+def test_backend_reproduces_the_hand_step():
+    b = configure(n=1, l2=0.5, scale=0.5)
+    b.load_data(LoadData(start=0, x=np.array([[1.0, 0.5]]), y=np.array([0.0])))
+    b.q[:] = [[0.5], [0.25]]          # an offset reached earlier; anchor the second coordinate only
+    b.recentre(Recentre(full_grad=np.array([[0.25], [-0.5]]), anchor=None, scale=None))
+    b.qa[:] = [[0.0], [0.25]]
+    report = run(b, "svrg", [0], step_size=0.25)
+    assert b.fetch().offset.tolist() == [[0.1875], [0.4375]]
+    assert report.saturations == 0
+
+
+def test_fp32_rounder_is_the_numerics_rne():
+    rng = np.random.default_rng(3)
+    v = np.concatenate([rng.standard_normal(2000) * 10.0 ** rng.integers(-45, 39, 2000),
+                        [1e-46, 2 ** -149 * 1.5, 2 ** -149 * 2.5, 3.5e38, -1e39, 0.0, -0.0]])
+    fast = acc_rounder(parse_format("fp32"))(v)
+    np.testing.assert_array_equal(fast, quantize(v, "fp32"))
+    assert np.array_equal(np.signbit(fast), np.signbit(quantize(v, "fp32")))
+
+
+def _softmax(a):
+    e = np.exp(a - a.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("problem,c", [("softmax", 3), ("logistic", 1), ("linear", 1)])
+def test_svrg_kernel_matches_direct_float64(problem, c):
+    """fp64 accumulator, RNE offsets on a fine grid: the kernel is the plain SVRG step in w-space."""
+    rng = np.random.default_rng(7)
+    n, f, lam, alpha, s, fl = 12, 4, 0.1, 0.3, 0.5, 30
+    x = quantize(rng.uniform(-1, 1, (n, f)), "fixed<2,6>")
+    w_anchor = rng.standard_normal((f, c))
+    a = x @ w_anchor
+    if problem == "softmax":
+        y, grad_l = rng.integers(0, c, n), lambda z: _softmax(z)
+        p = grad_l(a)
+    elif problem == "logistic":
+        y, grad_l = rng.integers(0, 2, n), lambda z: 1 / (1 + np.exp(-z))
+        p = grad_l(a)
+    else:
+        y, grad_l, p = rng.standard_normal(n), lambda z: z, None
+    g_tilde = rng.standard_normal((f, c)) * 0.1
+    b = configure(problem, n=n, f=f, c=c, offset=f"fixed<1,{fl}>", acc="fp64", l2=lam, scale=s)
+    b.load_data(LoadData(start=0, x=x, y=y.astype(float)))
+    b.recentre(Recentre(full_grad=g_tilde, anchor=p, scale=s))
+    order = rng.integers(0, n, 20)
+    run(b, "svrg", order, step_size=alpha, batch=2)
+
+    q = np.zeros((f, c))
+    for t in range(10):
+        xb = x[order[2 * t:2 * t + 2]]
+        ab = xb @ w_anchor
+        z = s * q
+        diff = xb.T @ (grad_l(ab + xb @ z) - grad_l(ab)) / 2
+        u = diff + lam * z + g_tilde
+        q = np.round((q - alpha * u / s) * 2.0 ** fl) / 2.0 ** fl
+    np.testing.assert_allclose(b.fetch().offset, q, rtol=0, atol=1e-8)
+    assert np.abs(q).max() > 1e-3  # the comparison is not between two zero offsets
+
+
+def _halp_gap(algorithm: str, epochs: int) -> float:
+    """Least squares, b = 8 offsets: relative loss gap after ``epochs`` host outer loops."""
+    rng = np.random.default_rng(0)
+    n, f, lam = 64, 5, 0.05
+    x = quantize(rng.uniform(-1, 1, (n, f)), "fixed<2,6>")
+    y = x @ rng.standard_normal(f) + 0.1 * rng.standard_normal(n)
+    loss = lambda w: 0.5 * np.mean((x @ w - y) ** 2) + lam / 2 * w @ w
+    w_star = np.linalg.solve(x.T @ x / n + lam * np.eye(f), x.T @ y / n)
+    L = (x ** 2).sum(1).max() + lam
+    alpha, mu = 0.5 / L, 10 * lam
+    scale = np.abs(w_star).max() / 127 * 128 if algorithm == "sgd" else 1.0
+    b = configure("linear", n=n, f=f, offset="fixed<1,7>", rounding="stochastic", seed=5, l2=lam, scale=scale)
+    b.load_data(LoadData(start=0, x=x, y=y))
+    w = np.zeros(f)
+    for epoch in range(epochs):
+        if algorithm == "svrg":
+            g = x.T @ (x @ w - y) / n + lam * w
+            b.recentre(Recentre(full_grad=g[:, None], anchor=None,
+                                scale=np.linalg.norm(g) / (mu * 127) * 128))
+        run(b, algorithm, rng.permutation(n), step_size=alpha, epoch=epoch)
+        state = b.fetch()
+        w_now = state.scale * state.offset[:, 0]
+        if algorithm == "svrg":
+            w = w + w_now
+    w = w if algorithm == "svrg" else w_now
+    return (loss(w) - loss(w_star)) / loss(w_star)
+
+
+def test_halp_converges_where_lpsgd_stalls():
+    assert _halp_gap("svrg", 25) < 1e-10
+    assert _halp_gap("sgd", 25) > 1e-4
+
+
+def test_same_seed_same_bits_other_seed_other_bits():
+    def final_q(seed):
+        rng = np.random.default_rng(1)
+        x = rng.uniform(0, 1, (30, 6))
+        b = configure("softmax", n=30, f=6, c=3, offset="fixed<1,7>", rounding="stochastic", seed=seed,
+                      l2=0.01, scale=2.0, lanes=5)
+        b.load_data(LoadData(start=0, x=x, y=rng.integers(0, 3, 30).astype(float)))
+        for epoch in range(3):
+            run(b, "sgd", rng.integers(0, 30, 30), step_size=0.5, epoch=epoch)
+        return b.fetch().offset
+
+    a, again, other = final_q(11), final_q(11), final_q(12)
+    assert a.tobytes() == again.tobytes()
+    assert not np.array_equal(a, other)
+
+
+def test_counts_from_the_shapes():
+    b = configure("linear", n=4, f=2, rounding="stochastic", l2=0.1)
+    b.load_data(LoadData(start=0, x=np.ones((4, 2)), y=np.zeros(4)))
+    b.recentre(Recentre(full_grad=np.ones((2, 1)), anchor=None, scale=None))
+    report = run(b, "svrg", [0, 1, 2, 3, 0, 1], step_size=0.1, batch=2)
+    ops = report.ops
+    assert ops["mul fixed<2,6>*fixed<3,5>"] == 3 * 2 * 2       # steps × batch × features
+    assert ops["add exact-acc"] == 3 * 2 * 1
+    assert ops["mul fp32"] == 3 * (2 + 4 + 2 + 4 + 4)           # d, x·r, ·1/B, λ·(s·dq), (α·u)·1/s
+    assert ops["add fp32"] == 3 * (2 + 4)                       # batch sum; + reg and + g̃
+    assert ops["rng bits"] == 3 * 2 * 32
+    assert ops["round fixed<3,5> stochastic"] == 3 * 2
+    assert report.memory["data read"] == 3 * 2 * 2 * 2 * 8 // 8
+    assert report.memory["offset write"] == 3 * 2
+    assert report.memory["gradient read"] == 3 * 2 * 4
+    assert epoch_ops("svrg", "linear", b.fmts, n_features=2, n_outputs=1, batch=2, steps=3) == ops
+    assert epoch_memory("svrg", "linear", b.fmts, n_features=2, n_outputs=1, batch=2, steps=3) == report.memory
+
+
+def test_saturation_is_counted():
+    b = configure("linear", n=1, f=1, offset="fixed<1,3>")   # offset range [-1, 0.875]
+    b.load_data(LoadData(start=0, x=np.ones((1, 1)), y=np.array([100.0])))
+    report = run(b, "sgd", [0], step_size=1.0)
+    assert report.saturations == 1
+    assert b.fetch().offset.tolist() == [[0.875]]
+    assert b.fetch().counters["saturations"] == 1
+
+
+def test_promote_widens_exactly_and_counts_narrowing():
+    b = configure("linear", n=1, f=2, offset="fixed<3,5>")
+    b.q[:] = [[3.5], [-0.15625]]
+    assert b.promote(Promote(offset_format="fixed<4,8>"))["saturations"] == 0
+    assert b.q.tolist() == [[3.5], [-0.15625]]
+    info = b.promote(Promote(offset_format="fixed<1,3>", acc_format="bf16"))
+    assert info["saturations"] == 1 and b.q.tolist() == [[0.875], [-0.125]]
+    assert b.fetch().offset_format == "fixed<1,3>"
+
+
+def test_general_accumulator_path_rounds_into_bf16():
+    # bf16 keeps 8 significant bits: R(1/3) = 0.333984375, so t = R(α·u)·R(1/s) differs from fp32's.
+    def step(acc):
+        b = configure("linear", n=1, f=1, offset="fixed<1,20>", acc=acc, scale=1.0)
+        b.load_data(LoadData(start=0, x=np.ones((1, 1)), y=np.array([0.25])))
+        run(b, "sgd", [0], step_size=1 / 3)
+        return b.fetch().offset[0, 0]
+
+    assert step("bf16") == quantize(0.25 * quantize(1 / 3, "bf16"), "bf16")   # q − t, t = α·(0 − y)
+    assert step("fp32") == pytest.approx(0.25 / 3, abs=2 ** -20)
+    assert step("bf16") != step("fp32")
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("acc_format", "fixed<8,8>", "acc_format"), ("acc_format", "e8m30", "24 mantissa"),
+    ("data_format", "mxfp8", "block formats"), ("offset_format", "fp32", "not exact"),
+    ("data_format", "fixed<9,9", "cannot parse")])
+def test_formats_it_cannot_run_exactly_are_refused(field, value, words):
+    kwargs = {"data": "fixed<2,6>", "offset": "fixed<1,7>", "acc": "fp32"}
+    kwargs[field.split("_")[0]] = value
+    with pytest.raises(ProtocolError) as err:
+        configure(**kwargs)
+    assert err.value.code == "bad_value" and words in err.value.message
