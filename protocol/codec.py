@@ -181,7 +181,7 @@ def read_envelope(frames: Sequence[Any], limits: Limits = Limits()) -> Envelope:
         n = sizes[0]
         header = msgpack.unpackb(frames[0], raw=False, strict_map_key=True, ext_hook=_no_ext,
                                  max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n,
-                                 max_ext_len=0)
+                                 max_ext_len=n)
     except Exception as exc:  # msgpack raises many kinds (ValueError, ExtraData, StackError …)
         raise ProtocolError("malformed", f"header frame is not msgpack: {exc}") from None
     if not isinstance(header, dict):
@@ -270,7 +270,9 @@ def _check_tensor(where: str, spec: Tensor, entry: dict, frames: Sequence[Any],
     if spec.finite and dtype.kind == "f":
         # A finite sum proves every element finite without a temporary; only an overflowing
         # (or really non-finite) sum needs the element-wise look.
-        if not np.isfinite(arr.sum()) and not np.isfinite(arr).all():
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = arr.sum()
+        if not np.isfinite(total) and not np.isfinite(arr).all():
             bad = np.flatnonzero(~np.isfinite(arr.reshape(-1)))
             raise ProtocolError("not_finite", f"{where}: {bad.size} NaN/Inf values, the first "
                                               f"at flat index {bad[0]}")

@@ -66,7 +66,7 @@ class Tensor:
 
     def doc(self) -> str:
         s = f"tensor {'/'.join(self.dtypes)}, {self.ndim}-D"
-        if self.finite:
+        if self.finite and any(d[1] == "f" for d in self.dtypes):
             s += ", finite"
         return s + (", optional" if self.optional else "")
 
