@@ -1,0 +1,100 @@
+"""Typed host-side calls to an accelerator daemon, over the protocol client.
+
+Example::
+
+    >>> with AcceleratorClient("ipc:///tmp/accel.sock", timeout=60) as acc:
+    ...     caps = acc.hello()
+    ...     acc.configure(problem="softmax", n_samples=n, n_features=d, n_outputs=10,
+    ...                   data_format="fixed<2,6>", offset_format="fixed<1,7>", acc_format="fp32",
+    ...                   rounding="stochastic", rbits=0, lanes=16, seed=0, l2=1e-2, scale=1.0)
+    ...     acc.load(x, y)
+    ...     acc.recentre(full_grad, anchor, scale=delta)
+    ...     report = acc.run_epoch("svrg", epoch=1, step_size=alpha, batch_size=1, order=order)
+    ...     z, state = acc.offset()              # scale · q as float64, and the raw state
+
+Errors come from the protocol client: an error reply raises ``AcceleratorError`` (with its
+``.code``), a silent or dead accelerator raises ``AcceleratorTimeout``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from protocol.channel import Client
+from protocol.messages import (Capabilities, Configure, EpochReport, Fetch, Hello, LoadData, Promote,
+                               Recentre, RunEpoch, Shutdown, State)
+
+# Room for the msgpack header and frame table beside a load_data chunk's two tensors.
+HEADER_ALLOWANCE = 64 * 1024
+
+
+class AcceleratorClient:
+    """One session with one accelerator daemon; a thin typed layer over ``protocol.channel.Client``."""
+
+    def __init__(self, address: str, *, timeout: float = 60.0, session: str | None = None,
+                 tap: Callable[..., Any] | None = None) -> None:
+        self.address = address
+        self._client = Client(address, session=session, timeout=timeout, tap=tap)
+        self.capabilities: Capabilities | None = None
+
+    def __enter__(self) -> "AcceleratorClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def hello(self, client: str = "cosim-host") -> Capabilities:
+        self.capabilities = self._client.request(Hello(client=client))
+        return self.capabilities
+
+    def configure(self, **fields: Any) -> None:
+        self._client.request(Configure(**fields))
+
+    def load(self, x: np.ndarray, y: np.ndarray) -> int:
+        """Send the training set in chunks that keep every message under the daemon's limit.
+
+        Returns the number of chunks sent. Needs ``hello()`` first (the limit comes from it).
+        """
+        if self.capabilities is None:
+            raise RuntimeError("call hello() before load(): the chunk size comes from the capabilities")
+        limits = self.capabilities.limits
+        limit = int(limits["max_message_bytes"])
+        row_bytes = x.shape[1] * x.itemsize + y.itemsize
+        rows = (limit - HEADER_ALLOWANCE) // row_bytes
+        if "max_tensor_bytes" in limits:
+            rows = min(rows, int(limits["max_tensor_bytes"]) // (x.shape[1] * x.itemsize))
+        if rows < 1:
+            raise ValueError(f"one sample ({row_bytes} bytes) does not fit the accelerator's "
+                             f"max_message_bytes={limit}")
+        chunks = 0
+        for start in range(0, x.shape[0], rows):
+            self._client.request(LoadData(start=start, x=np.ascontiguousarray(x[start:start + rows]),
+                                          y=np.ascontiguousarray(y[start:start + rows])))
+            chunks += 1
+        return chunks
+
+    def recentre(self, full_grad: np.ndarray, anchor: np.ndarray | None, scale: float | None) -> None:
+        self._client.request(Recentre(full_grad=full_grad, anchor=anchor, scale=scale))
+
+    def run_epoch(self, algorithm: str, *, epoch: int, step_size: float, batch_size: int,
+                  order: np.ndarray) -> EpochReport:
+        return self._client.request(RunEpoch(algorithm=algorithm, epoch=epoch, steps=len(order) // batch_size,
+                                             step_size=step_size, batch_size=batch_size, order=order))
+
+    def promote(self, offset_format: str, acc_format: str | None = None) -> None:
+        self._client.request(Promote(offset_format=offset_format, acc_format=acc_format))
+
+    def fetch(self) -> State:
+        return self._client.request(Fetch())
+
+    def offset(self) -> tuple[np.ndarray, State]:
+        """The accelerator's offset as float64, scale·q with the accelerator's own stored scale."""
+        state = self.fetch()
+        return state.scale * state.offset, state
+
+    def shutdown(self) -> None:
+        self._client.request(Shutdown())

@@ -1,0 +1,282 @@
+"""The host's training entry point: resolve a config, compute the reference, run each algorithm.
+
+Example (the embedded default: digits, softmax, HALP at 8 bits, through a running daemon)::
+
+    >>> result = train(TrainConfig(algorithms=("svrg", "halp", "lpsgd")), connect="ipc:///tmp/accel.sock",
+    ...                on_epoch=lambda r: print(r.algorithm, r.epoch, r.gap))
+    >>> result.weights["halp"].shape
+    (65, 10)
+
+``sgd`` and ``svrg`` run here in float64; ``lpsgd``, ``lpsvrg`` and ``halp`` drive the
+accelerator daemon at ``connect`` (one configure + data load per algorithm, one session).
+Default hyperparameters follow documented rules (``docs/host.md``), never per-data-set values.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from host.client import AcceleratorClient
+from host.datasets import BUILTIN_TASKS, check_pairing, load_dataset
+from host.models import MODELS, Objective
+from host.optimizers import epoch_order, sgd_epoch, svrg_epoch
+from host.reference import Reference, reference_optimum, relative_gap
+from host.scheduler import POLICIES, Policy, make_policy
+from protocol.formats import FixedFormat, Format, FormatError, parse_format
+from protocol.messages import ROUNDINGS
+
+HOST_ALGORITHMS = ("sgd", "svrg")
+ACCEL_ALGORITHMS = ("lpsgd", "lpsvrg", "halp")
+ALGORITHMS = HOST_ALGORITHMS + ACCEL_ALGORITHMS
+
+
+@dataclass
+class TrainConfig:
+    """Every training setting; the defaults are the embedded default run. ``None`` = by rule."""
+
+    dataset: str = "digits"
+    model: str = "softmax"
+    algorithms: tuple[str, ...] = ("halp",)
+    bits: int = 8
+    rounding: str = "stochastic"
+    rbits: int = 0                       # random bits per stochastic rounding; 0 = the whole discarded width
+    epochs: int = 20
+    seed: int = 0
+    l2: float = 1e-2
+    step_size: float | None = None       # α = 0.5 / L
+    mu: float | None = None              # HALP μ = 10 λ
+    inner_steps: int | None = None       # T = n
+    batch_size: int = 1
+    data_format: str | None = None       # fixed<IL, b−IL>, smallest IL holding max|x|
+    offset_format: str | None = None     # fixed<1, b−1>
+    acc_format: str = "fp32"
+    lanes: int = 16
+    policy: str | None = None            # None = the algorithm's natural policy
+    samples: int = 1000                  # synthetic data sets only
+    features: int = 20
+    condition: float = 100.0
+    timeout: float = 60.0
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad setting and the valid choices."""
+        def bad(name: str, why: str) -> None:
+            raise ValueError(f"{name}: {why}; got {getattr(self, name)!r}")
+
+        if not (self.dataset in BUILTIN_TASKS or self.dataset.endswith(".npz")):
+            bad("dataset", f"choose one of {', '.join(BUILTIN_TASKS)} or a path to a .npz file")
+        if self.model not in MODELS:
+            bad("model", f"choose one of {', '.join(MODELS)}")
+        if self.dataset in BUILTIN_TASKS:
+            check_pairing(self.dataset, BUILTIN_TASKS[self.dataset], self.model)
+        algos = tuple(self.algorithms)
+        if not algos or any(a not in ALGORITHMS for a in algos) or len(set(algos)) != len(algos):
+            bad("algorithms", f"a non-empty list without repeats from {', '.join(ALGORITHMS)}")
+        if not (isinstance(self.bits, int) and 2 <= self.bits <= 16):
+            bad("bits", "an integer from 2 to 16")
+        if self.rounding not in ROUNDINGS:
+            bad("rounding", f"choose one of {', '.join(ROUNDINGS)}")
+        if not (isinstance(self.rbits, int) and 0 <= self.rbits <= 32):
+            bad("rbits", "an integer from 0 (the whole discarded width) to 32")
+        for name, lo in (("epochs", 1), ("batch_size", 1), ("lanes", 1), ("samples", 2), ("features", 1)):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= lo):
+                bad(name, f"an integer >= {lo}")
+        if self.lanes > 4096:
+            bad("lanes", "at most 4096")
+        if not (isinstance(self.seed, int) and 0 <= self.seed < 2 ** 64):
+            bad("seed", "an integer in [0, 2^64)")
+        if not (np.isfinite(self.l2) and self.l2 >= 0):
+            bad("l2", "a finite number >= 0")
+        for name in ("step_size", "mu", "timeout", "condition"):
+            value = getattr(self, name)
+            if value is not None and not (np.isfinite(value) and value > 0):
+                bad(name, "a finite number > 0" + (" (or unset for the default rule)" if name in ("step_size", "mu") else ""))
+        if self.inner_steps is not None and not (isinstance(self.inner_steps, int) and self.inner_steps >= 1):
+            bad("inner_steps", "an integer >= 1 (or unset for T = n)")
+        if "halp" in algos and self.mu is None and self.l2 == 0:
+            bad("mu", "HALP's default μ = 10λ needs l2 > 0; set mu explicitly")
+        for name in ("data_format", "offset_format", "acc_format"):
+            if getattr(self, name) is not None:
+                try:
+                    parse_format(getattr(self, name))
+                except FormatError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        if self.policy is not None and self.policy not in POLICIES:
+            bad("policy", f"choose one of {', '.join(POLICIES)} (or unset for each algorithm's natural policy)")
+        for algo in algos:
+            if algo in ACCEL_ALGORITHMS:
+                make_policy(self.policy, algo)
+        if self.policy == "adaptive" and not isinstance(parse_format(self.offset_format or "fixed<1,7>"), FixedFormat):
+            bad("offset_format", "the adaptive policy widens fixed-point offset formats only")
+
+
+@dataclass
+class EpochRecord:
+    algorithm: str
+    epoch: int                  # 0 = the starting point
+    loss: float
+    gap: float                  # relative loss gap to the reference optimum
+    grad_norm: float            # ‖∇f(w)‖₂ at the end of the epoch
+    bits: int                   # width of the offset format (64 on the host)
+    offset_format: str
+    seconds: float              # cumulative wall time of this algorithm's epochs
+    ops: dict = field(default_factory=dict)
+    saturations: int = 0
+    scale: float | None = None  # the accelerator's offset scale during the epoch
+
+
+@dataclass
+class TrainResult:
+    records: list[EpochRecord]
+    reference: Reference
+    weights: dict[str, np.ndarray]
+    config: dict[str, Any]      # the resolved config: every default filled in
+
+
+def default_data_format(max_abs: float, bits: int) -> FixedFormat:
+    """fixed<IL, b−IL> with the smallest IL whose range holds max|x| (digits/16 → fixed<2,6>)."""
+    for il in range(1, bits + 1):
+        fmt = FixedFormat(il, bits - il)
+        if fmt.max_value >= max_abs:
+            return fmt
+    raise ValueError(f"max|x| = {max_abs:g} does not fit any {bits}-bit fixed-point format; "
+                     f"scale the data or raise bits")
+
+
+def resolve(cfg: TrainConfig, obj: Objective, ref: Reference) -> dict[str, Any]:
+    """Fill every rule-based default; the result is what the run actually uses."""
+    resolved = asdict(cfg)
+    resolved["algorithms"] = list(cfg.algorithms)
+    offset_fmt = parse_format(cfg.offset_format) if cfg.offset_format else FixedFormat(1, cfg.bits - 1)
+    resolved.update(
+        step_size=cfg.step_size if cfg.step_size is not None else 0.5 / obj.smoothness(),
+        mu=cfg.mu if cfg.mu is not None else 10.0 * cfg.l2,
+        inner_steps=cfg.inner_steps if cfg.inner_steps is not None else obj.n_samples,
+        data_format=repr(parse_format(cfg.data_format) if cfg.data_format
+                         else default_data_format(float(np.max(np.abs(obj.x))), cfg.bits)),
+        offset_format=repr(offset_fmt),
+        acc_format=repr(parse_format(cfg.acc_format)),
+        smoothness=obj.smoothness(),
+        # LP-SGD / LP-SVRG: a fixed scale that just covers the optimum's range.
+        lp_scale=float(np.max(np.abs(ref.w))) / offset_fmt.max_value,
+        n_samples=obj.n_samples, n_features=obj.n_features, n_outputs=obj.n_outputs,
+        reference_loss=ref.loss, reference_grad_norm=ref.grad_norm, reference_method=ref.method,
+    )
+    return resolved
+
+
+def train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | None = None,
+          session: str | None = None,
+          on_epoch: Callable[[EpochRecord], None] | None = None,
+          on_start: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Run every algorithm of ``cfg`` in turn; see the module docstring.
+
+    ``tap`` and ``session`` go to the protocol client (a trace writer; a fixed session id
+    makes two runs' traces comparable). ``on_start(resolved_config)`` runs once the defaults
+    are resolved; ``on_epoch(record)`` after every epoch, epoch 0 being the starting point.
+    """
+    cfg.validate()
+    needs_accel = any(a in ACCEL_ALGORITHMS for a in cfg.algorithms)
+    if needs_accel and not connect:
+        raise ValueError(f"algorithms {', '.join(a for a in cfg.algorithms if a in ACCEL_ALGORITHMS)} "
+                         "run on the accelerator: pass connect=ADDRESS of a running daemon")
+    ds = load_dataset(cfg.dataset, samples=cfg.samples, features=cfg.features, condition=cfg.condition,
+                      seed=cfg.seed)
+    obj = Objective(cfg.model, ds.x, ds.y, cfg.l2, ds.outputs_for(cfg.model))
+    ref = reference_optimum(obj)
+    resolved = resolve(cfg, obj, ref)
+    resolved["preprocessing"] = ds.preprocessing
+    if on_start:
+        on_start(resolved)
+
+    records: list[EpochRecord] = []
+
+    def emit(record: EpochRecord) -> None:
+        records.append(record)
+        if on_epoch:
+            on_epoch(record)
+
+    weights: dict[str, np.ndarray] = {}
+    acc = AcceleratorClient(connect, timeout=cfg.timeout, session=session, tap=tap) if needs_accel else None
+    try:
+        if acc is not None:
+            acc.hello()
+        for algo in cfg.algorithms:
+            run = _run_host if algo in HOST_ALGORITHMS else _run_accel
+            weights[algo] = run(algo, obj, ref, resolved, emit, acc)
+    finally:
+        if acc is not None:
+            acc.close()
+    return TrainResult(records, ref, weights, resolved)
+
+
+def _record(algo: str, epoch: int, obj: Objective, ref: Reference, w: np.ndarray, grad: np.ndarray,
+            fmt: str, bits: int, started: float, **extra: Any) -> EpochRecord:
+    loss = obj.loss(w)
+    return EpochRecord(algo, epoch, loss, relative_gap(loss, ref.loss), float(np.linalg.norm(grad)), bits, fmt,
+                       time.perf_counter() - started, **extra)
+
+
+def _run_host(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
+              emit: Callable[[EpochRecord], None], acc: None) -> np.ndarray:
+    """Full-precision SGD or SVRG in float64 with the shared step size, T and sample order."""
+    started = time.perf_counter()
+    w = obj.zeros()
+    grad = obj.grad(w)
+    emit(_record(algo, 0, obj, ref, w, grad, "fp64", 64, started))
+    count = rc["inner_steps"] * rc["batch_size"]
+    for epoch in range(1, rc["epochs"] + 1):
+        if not np.any(grad):
+            break   # exactly at the optimum: nothing left to do
+        order = epoch_order(rc["seed"], epoch, obj.n_samples, count)
+        step = sgd_epoch if algo == "sgd" else svrg_epoch
+        w = step(obj, w, order, rc["step_size"], rc["batch_size"])
+        grad = obj.grad(w)
+        emit(_record(algo, epoch, obj, ref, w, grad, "fp64", 64, started))
+    return w
+
+
+def _run_accel(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
+               emit: Callable[[EpochRecord], None], acc: AcceleratorClient) -> np.ndarray:
+    """LP-SGD, LP-SVRG or HALP: the outer loop here, the inner loop on the accelerator.
+
+    HALP keeps the anchor w̃ in float64 here; the accelerator's offset is z = scale·q and
+    w̃ ← w̃ + z after each epoch. LP-SGD and LP-SVRG keep the whole weight on the accelerator
+    (w = scale·q on the fixed grid ``lp_scale``); LP-SVRG's anchor is its current point.
+    """
+    policy: Policy = make_policy(rc["policy"], algo)
+    fmt: Format = parse_format(rc["offset_format"])
+    acc.configure(problem=obj.model, n_samples=obj.n_samples, n_features=obj.n_features,
+                  n_outputs=obj.n_outputs, data_format=rc["data_format"], offset_format=repr(fmt),
+                  acc_format=rc["acc_format"], rounding=rc["rounding"], rbits=rc["rbits"],
+                  lanes=rc["lanes"], seed=rc["seed"], l2=rc["l2"], scale=rc["lp_scale"])
+    acc.load(obj.x, obj.y)
+    started = time.perf_counter()
+    w = obj.zeros()
+    grad = obj.grad(w)
+    norms = [float(np.linalg.norm(grad))]
+    emit(_record(algo, 0, obj, ref, w, grad, repr(fmt), fmt.bits, started,
+                 scale=None if algo == "halp" else rc["lp_scale"]))
+    count = rc["inner_steps"] * rc["batch_size"]
+    for epoch in range(1, rc["epochs"] + 1):
+        if norms[-1] == 0.0:
+            break   # exactly at the optimum; HALP's δ = ‖g̃‖/(μ·max) would be 0
+        decision = policy.decide(norms, fmt)
+        if decision.promote is not None:
+            fmt = decision.promote
+            acc.promote(repr(fmt))
+        if algo != "lpsgd":
+            scale = norms[-1] / (rc["mu"] * fmt.max_value) if decision.rescale else None
+            acc.recentre(grad, obj.anchor_terms(w), scale)
+        order = epoch_order(rc["seed"], epoch, obj.n_samples, count)
+        report = acc.run_epoch("sgd" if algo == "lpsgd" else "svrg", epoch=epoch, step_size=rc["step_size"],
+                               batch_size=rc["batch_size"], order=order)
+        offset, state = acc.offset()
+        w = w + offset if algo == "halp" else offset
+        grad = obj.grad(w)
+        norms.append(float(np.linalg.norm(grad)))
+        emit(_record(algo, epoch, obj, ref, w, grad, repr(fmt), fmt.bits, started,
+                     ops=dict(report.ops), saturations=int(report.saturations), scale=float(state.scale)))
+    return w

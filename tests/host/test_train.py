@@ -1,0 +1,66 @@
+"""TrainConfig validation, rule-based defaults, and host-only training (no daemon needed)."""
+import numpy as np
+import pytest
+
+from host.datasets import load_dataset
+from host.train import TrainConfig, default_data_format, train
+from protocol.formats import FixedFormat
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"dataset": "mnist"}, "digits, breast_cancer"),
+    ({"model": "probit"}, "linear, logistic, softmax"),
+    ({"model": "linear"}, "use softmax"),
+    ({"algorithms": ("halp", "adam")}, "sgd, svrg, lpsgd, lpsvrg, halp"),
+    ({"algorithms": ()}, "non-empty"),
+    ({"algorithms": ("svrg", "svrg")}, "without repeats"),
+    ({"bits": 1}, "from 2 to 16"),
+    ({"bits": 17}, "from 2 to 16"),
+    ({"rounding": "banker"}, "stochastic"),
+    ({"epochs": 0}, ">= 1"),
+    ({"step_size": -1.0}, "> 0"),
+    ({"l2": 0.0}, "needs l2 > 0"),
+    ({"offset_format": "fixed<1"}, "offset_format"),
+    ({"policy": "sometimes"}, "recentre, fixed, adaptive"),
+    ({"policy": "fixed"}, "valid: recentre, adaptive"),
+    ({"seed": -1}, "2\\^64"),
+])
+def test_validate_names_the_problem(change, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**change).validate()
+
+
+def test_default_config_is_valid():
+    TrainConfig().validate()
+    TrainConfig(algorithms=("sgd", "svrg", "lpsgd", "lpsvrg", "halp"), policy="adaptive").validate()
+
+
+def test_data_format_rule():
+    assert default_data_format(1.0, 8) == FixedFormat(2, 6)          # digits/16, bias 1
+    assert default_data_format(0.99, 8) == FixedFormat(1, 7)
+    assert default_data_format(3.0, 4) == FixedFormat(3, 1)
+    with pytest.raises(ValueError, match="does not fit"):
+        default_data_format(300.0, 8)
+
+
+def test_accelerator_algorithms_need_an_address():
+    with pytest.raises(ValueError, match="connect=ADDRESS"):
+        train(TrainConfig(algorithms=("svrg", "halp")), connect=None)
+
+
+def test_host_only_run_resolves_defaults_and_is_deterministic():
+    cfg = TrainConfig(algorithms=("sgd", "svrg"), epochs=3)
+    seen, started = [], []
+    a = train(cfg, connect=None, on_epoch=seen.append, on_start=started.append)
+    b = train(cfg, connect=None)
+    rc = a.config
+    assert started == [rc]
+    x = load_dataset("digits").x
+    assert rc["smoothness"] == np.max(np.sum(x ** 2, axis=1)) / 2 + 0.01
+    assert rc["step_size"] == 0.5 / rc["smoothness"] and rc["inner_steps"] == 1797
+    assert rc["mu"] == pytest.approx(0.1) and rc["data_format"] == "fixed<2,6>" and rc["offset_format"] == "fixed<1,7>"
+    assert [(r.algorithm, r.epoch) for r in seen] == [(al, e) for al in ("sgd", "svrg") for e in range(4)]
+    assert seen[0].gap == pytest.approx((np.log(10) - rc["reference_loss"]) / rc["reference_loss"])
+    for algo in ("sgd", "svrg"):
+        assert np.array_equal(a.weights[algo], b.weights[algo])
+    assert seen[-1].gap < seen[-4].gap and seen[-1].bits == 64
