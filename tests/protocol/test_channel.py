@@ -1,0 +1,249 @@
+"""Client and Server lifetimes: tcp/ipc/inproc, taps, timeouts, lost accelerators, vanished clients."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from protocol import messages as m
+from protocol.channel import (AcceleratorError, AcceleratorGone, AcceleratorTimeout, Client,
+                              Server, TapEvent)
+from protocol.codec import ProtocolError
+
+CAPS = m.Capabilities(1, "echo", ["fixed"], ["linear"], ["sgd"], ["stochastic"], {"max_frames": 16})
+
+
+def handler(msg: m.Message) -> m.Message:
+    if isinstance(msg, m.Hello):
+        return CAPS
+    if isinstance(msg, m.RunEpoch):
+        time.sleep(float(msg.step_size))     # a slow request, for vanishing clients
+        return m.EpochReport(msg.epoch, msg.steps, {"mul": 1}, {}, 0)
+    if isinstance(msg, m.Fetch):
+        return m.State(np.full((2, 1), 0.25), 2.0**-7, "fixed<1,7>", {"epochs": 0})
+    if isinstance(msg, m.Promote):
+        return m.Fetch() if msg.offset_format == "e4m3fn" else None
+    return m.Ack(msg.TYPE, {})
+
+
+def _ipc() -> str:
+    return f"ipc://{tempfile.mkdtemp(prefix='cosim-')}/a.sock"
+
+
+@pytest.fixture
+def serving(request):
+    """Start a server in a thread on the address kind given by ``request.param`` (default tcp)."""
+    kind = getattr(request, "param", "tcp")
+    address = {"tcp": "tcp://127.0.0.1:0", "ipc": _ipc()}[kind]
+    taps: list[TapEvent] = []
+    server = Server(address, tap=taps.append)
+    thread = threading.Thread(target=server.serve, args=(handler,), kwargs={"poll_ms": 20}, daemon=True)
+    thread.start()
+    yield server, thread, taps
+    if thread.is_alive():
+        with Client(server.address) as c:
+            c.request(m.Hello(client="teardown"))
+            c.request(m.Shutdown())
+    thread.join(5)
+    server.close()
+
+
+@pytest.mark.parametrize("serving", ["tcp", "ipc"], indirect=True)
+def test_client_talks_to_server_and_shutdown_stops_serving(serving):
+    server, thread, _ = serving
+    with Client(server.address, session="s1") as client:
+        assert client.request(m.Hello(client="t")) == CAPS
+        state = client.request(m.Fetch())
+        assert state.scale == 2.0**-7 and state.offset.tolist() == [[0.25], [0.25]]
+        assert client.request(m.LoadData(start=0, x=np.ones((3, 2)), y=np.zeros(3))) == m.Ack("load_data", {})
+        assert client.request(m.Shutdown()) == m.Ack("shutdown", {})
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_inproc_with_a_shared_context():
+    ctx = zmq.Context()
+    server = Server("inproc://accel", context=ctx)
+    thread = threading.Thread(target=server.serve, args=(handler,), daemon=True)
+    thread.start()
+    with Client("inproc://accel", context=ctx) as client:
+        assert client.request(m.Hello(client="t")) == CAPS
+        client.request(m.Shutdown())
+    thread.join(5)
+    server.close()
+    ctx.term()
+
+
+def test_tcp_port_0_binds_a_real_port():
+    with Server("tcp://127.0.0.1:0") as server:
+        port = int(server.address.rsplit(":", 1)[1])
+        assert server.address.startswith("tcp://127.0.0.1:") and port > 0
+
+
+def test_binding_a_taken_address_raises_a_clear_error():
+    with Server("tcp://127.0.0.1:0") as first:
+        with pytest.raises(OSError, match="cannot bind tcp://127.0.0.1:"):
+            Server(first.address)
+
+
+def test_taps_see_both_directions_on_both_ends(serving):
+    server, _, server_taps = serving
+    client_taps: list[TapEvent] = []
+    with Client(server.address, session="s", tap=client_taps.append) as client:
+        client.request(m.Hello(client="t"))
+        client.request(m.Fetch())
+    for taps in (client_taps, server_taps):
+        assert [(e.direction, e.header["type"], e.header["seq"]) for e in taps] == [
+            ("h2a", "hello", 1), ("a2h", "capabilities", 1), ("h2a", "fetch", 2), ("a2h", "state", 2)]
+    state = client_taps[3]
+    assert state.header["tensors"][0]["shape"] == [2, 1]
+    assert bytes(state.frames[0]) == np.full((2, 1), 0.25).tobytes()
+    assert bytes(server_taps[3].frames[0]) == bytes(state.frames[0])
+
+
+def test_error_reply_raises_accelerator_error_and_client_stays_usable(serving):
+    server, _, _ = serving
+    with Client(server.address) as client:
+        client.request(m.Hello(client="t"))
+        with pytest.raises(AcceleratorError) as err:
+            client.request(m.RunEpoch(algorithm="adam", epoch=0, steps=1, step_size=0.1,
+                                      batch_size=1, order=np.zeros(1, "<u4")))
+        assert err.value.code == "bad_value" and err.value.ref == 2
+        assert "run_epoch.algorithm: 'adam' is not one of sgd, svrg" in str(err.value)
+        assert isinstance(client.request(m.Fetch()), m.State)
+
+
+def test_handler_answering_with_the_wrong_type_is_an_internal_error(serving):
+    server, _, _ = serving
+    with Client(server.address) as client:
+        client.request(m.Hello(client="t"))
+        for fmt in ("e4m3fn", "fp16"):     # a request as reply, then no message at all
+            with pytest.raises(AcceleratorError, match="internal: TypeError: the handler answered promote"):
+                client.request(m.Promote(offset_format=fmt))
+        assert isinstance(client.request(m.Fetch()), m.State)
+
+
+def test_client_rejects_a_reply_type_as_request():
+    with Client("tcp://127.0.0.1:9") as client:
+        with pytest.raises(ValueError, match="'ack' is not a request"):
+            client.request(m.Ack("x", {}))
+
+
+def test_timeout_against_a_server_that_never_answers_names_address_and_request():
+    ctx = zmq.Context.instance()
+    silent = ctx.socket(zmq.ROUTER)
+    silent.setsockopt(zmq.LINGER, 0)
+    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    address = f"tcp://127.0.0.1:{port}"
+    client = Client(address, timeout=0.3)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(AcceleratorTimeout) as err:
+            client.request(m.Hello(client="t"))
+        assert 0.25 < time.monotonic() - t0 < 2.0
+        assert str(err.value) == (f"the accelerator at {address} did not answer hello (seq 1) "
+                                  "within 0.3 s; is `cosim accel` running there?")
+        with pytest.raises(AcceleratorGone, match="is closed"):
+            client.request(m.Fetch())
+    finally:
+        client.close()
+        silent.close()
+
+
+def test_timeout_when_nothing_listens_at_all():
+    with Client(_ipc(), timeout=0.2) as client:
+        with pytest.raises(AcceleratorTimeout, match="did not answer hello"):
+            client.request(m.Hello(client="t"))
+
+
+SLOW_DAEMON = textwrap.dedent("""
+    import sys, time
+    from protocol import messages as m
+    from protocol.channel import Server
+    def handler(msg):
+        if isinstance(msg, m.Hello):
+            return m.Capabilities(1, "slow", [], [], [], [], {})
+        time.sleep(60)
+    server = Server(sys.argv[1])
+    print(server.address, flush=True)
+    server.serve(handler)
+""")
+
+
+@pytest.mark.parametrize("kind", ["tcp", "ipc"])
+def test_killing_the_accelerator_mid_request_raises_at_once_not_after_the_timeout(kind):
+    address = "tcp://127.0.0.1:0" if kind == "tcp" else _ipc()
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_DAEMON, address], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        address = proc.stdout.readline().strip()
+        with Client(address, timeout=20) as client:
+            client.request(m.Hello(client="t"))
+            threading.Timer(0.3, proc.kill).start()
+            t0 = time.monotonic()
+            with pytest.raises(AcceleratorGone) as err:
+                client.request(m.Fetch())
+            assert time.monotonic() - t0 < 5.0
+            assert not isinstance(err.value, AcceleratorTimeout)
+            assert f"connection to the accelerator at {address} was lost while waiting for the " \
+                   "reply to fetch (seq 2)" in str(err.value)
+            with pytest.raises(AcceleratorGone, match="is closed"):
+                client.request(m.Fetch())
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_server_survives_a_client_that_vanishes_mid_request(serving):
+    server, thread, _ = serving
+    gone = Client(server.address)
+    gone.request(m.Hello(client="gone"))
+    with pytest.raises(AcceleratorTimeout):
+        gone.request(m.RunEpoch(algorithm="sgd", epoch=0, steps=1, step_size=0.3, batch_size=1,
+                                order=np.zeros(1, "<u4")), timeout=0.05)
+    with Client(server.address) as client:   # the server replies into the void, then serves us
+        client.request(m.Hello(client="next"))
+        report = client.request(m.RunEpoch(algorithm="sgd", epoch=4, steps=2, step_size=0.01,
+                                           batch_size=1, order=np.zeros(2, "<u4")))
+        assert (report.epoch, report.steps) == (4, 2)
+    assert thread.is_alive()
+
+
+def test_server_should_stop_ends_serving_and_close_does_not_hang():
+    stop = threading.Event()
+    server = Server("tcp://127.0.0.1:0")
+    thread = threading.Thread(target=server.serve, args=(handler,),
+                              kwargs={"poll_ms": 10, "should_stop": stop.is_set})
+    thread.start()
+    stop.set()
+    thread.join(2)
+    assert not thread.is_alive()
+    t0 = time.monotonic()
+    server.close()
+    Client("tcp://127.0.0.1:9").close()
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_bad_reply_from_a_broken_accelerator_raises_protocol_error():
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+
+    def answer_garbage():
+        ident, _ = router.recv_multipart()
+        router.send_multipart([ident, b"not msgpack \xc1"])
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    with Client(f"tcp://127.0.0.1:{port}", timeout=5) as client:
+        with pytest.raises(ProtocolError) as err:
+            client.request(m.Hello(client="t"))
+        assert err.value.code == "malformed"
+    router.close()
