@@ -121,6 +121,9 @@ def add(a, b, fmt: "Format | str", rounding: str = "nearest_even", rng=None,
         rbits: int | None = None) -> np.ndarray:
     """``a + b`` (float64 arrays, broadcast) rounded once into ``fmt``; returns float64.
 
+    Signed zeros follow IEEE 754: an exactly zero sum of nonzero operands is +0, or -0 when
+    rounding down.
+
     ``rng`` and ``rbits`` are passed to :func:`quantize` (stochastic rounding draws one word
     per element of the broadcast result, in C order).
     """
@@ -128,7 +131,13 @@ def add(a, b, fmt: "Format | str", rounding: str = "nearest_even", rng=None,
     a, b = _as_float64(a), _as_float64(b)
     if fmt == _FLOAT64:
         return a + b
-    return quantize(_sum_to_odd(a, b), fmt, rounding=rounding, rng=rng, rbits=rbits)
+    x = _sum_to_odd(a, b)
+    out = quantize(x, fmt, rounding=rounding, rng=rng, rbits=rbits)
+    if rounding == "down":
+        # IEEE 754: an exactly zero sum is -0 when rounding down, unless both operands are +0.
+        plus_zeros = (a == 0) & (b == 0) & ~np.signbit(a) & ~np.signbit(b)
+        out = np.where((x == 0) & ~plus_zeros, -0.0, out)
+    return out
 
 
 def mul(a, b, fmt: "Format | str", rounding: str = "nearest_even", rng=None,
@@ -143,11 +152,10 @@ def mul(a, b, fmt: "Format | str", rounding: str = "nearest_even", rng=None,
     a, b = _as_float64(a), _as_float64(b)
     if fmt == _FLOAT64:
         return a * b
-    x = _prod_to_odd(a, b)
     finite = np.isfinite(a) & np.isfinite(b)
     huge = finite & ((np.abs(a) >= _HUGE_FACTOR) | (np.abs(b) >= _HUGE_FACTOR))
-    tiny = finite & (np.abs(x) < _TINY_PRODUCT) & (a != 0) & (b != 0)
+    tiny = finite & (np.abs(a * b) < _TINY_PRODUCT) & (a != 0) & (b != 0)
     if np.any(huge | tiny):
         raise ValueError("mul: a factor beyond 2^995 or a nonzero product below 2^-969 is outside "
                          "the exact float64 TwoProd range")
-    return quantize(x, fmt, rounding=rounding, rng=rng, rbits=rbits)
+    return quantize(_prod_to_odd(a, b), fmt, rounding=rounding, rng=rng, rbits=rbits)
