@@ -8,9 +8,10 @@
 
 Definitions (rounding, the random-bit recipe, overflow, blocks) are in docs/numerics.md.
 """
+from .accumulate import accumulate, dot
 from .codec import decode, encode
 from .quantize import block_exponents, quantize
 from .rng import LaneRNG
 from .rounding import ROUNDINGS
 
-__all__ = ["quantize", "encode", "decode", "LaneRNG", "ROUNDINGS", "block_exponents"]
+__all__ = ["quantize", "encode", "decode", "LaneRNG", "ROUNDINGS", "block_exponents", "accumulate", "dot"]
