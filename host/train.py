@@ -25,7 +25,7 @@ from host.models import MODELS, Objective
 from host.optimizers import epoch_order, sgd_epoch, svrg_epoch
 from host.reference import Reference, reference_optimum, relative_gap
 from host.scheduler import POLICIES, Policy, make_policy
-from protocol.formats import FixedFormat, Format, FormatError, parse_format
+from protocol.formats import BlockFormat, FixedFormat, Format, FormatError, parse_format
 from protocol.messages import ROUNDINGS
 
 HOST_ALGORITHMS = ("sgd", "svrg")
@@ -108,7 +108,10 @@ class TrainConfig:
         for algo in algos:
             if algo in ACCEL_ALGORITHMS:
                 make_policy(self.policy, algo)
-        if self.policy == "adaptive" and not isinstance(parse_format(self.offset_format or "fixed<1,7>"), FixedFormat):
+        offset = parse_format(self.offset_format) if self.offset_format else FixedFormat(1, self.bits - 1)
+        if isinstance(offset, BlockFormat):
+            bad("offset_format", "the offset needs one scale per tensor: use fixed<IL,FL> or a float format")
+        if self.policy == "adaptive" and not isinstance(offset, FixedFormat):
             bad("offset_format", "the adaptive policy widens fixed-point offset formats only")
 
 
@@ -121,7 +124,7 @@ class EpochRecord:
     grad_norm: float            # ‖∇f(w)‖₂ at the end of the epoch
     bits: int                   # width of the offset format (64 on the host)
     offset_format: str
-    seconds: float              # cumulative wall time of this algorithm's epochs
+    seconds: float              # wall time since this algorithm's epoch 0 (configure and load excluded)
     ops: dict = field(default_factory=dict)
     saturations: int = 0
     scale: float | None = None  # the accelerator's offset scale during the epoch
@@ -161,6 +164,7 @@ def resolve(cfg: TrainConfig, obj: Objective, ref: Reference) -> dict[str, Any]:
         smoothness=obj.smoothness(),
         # LP-SGD / LP-SVRG: a fixed scale that just covers the optimum's range.
         lp_scale=float(np.max(np.abs(ref.w))) / offset_fmt.max_value,
+        policies={a: type(make_policy(cfg.policy, a)).__name__ for a in cfg.algorithms if a in ACCEL_ALGORITHMS},
         n_samples=obj.n_samples, n_features=obj.n_features, n_outputs=obj.n_outputs,
         reference_loss=ref.loss, reference_grad_norm=ref.grad_norm, reference_method=ref.method,
     )

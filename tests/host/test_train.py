@@ -21,6 +21,8 @@ from protocol.formats import FixedFormat
     ({"step_size": -1.0}, "> 0"),
     ({"l2": 0.0}, "needs l2 > 0"),
     ({"offset_format": "fixed<1"}, "offset_format"),
+    ({"offset_format": "mxfp8"}, "one scale per tensor"),
+    ({"policy": "adaptive", "offset_format": "e4m3fn"}, "fixed-point offset formats only"),
     ({"policy": "sometimes"}, "recentre, fixed, adaptive"),
     ({"policy": "fixed"}, "valid: recentre, adaptive"),
     ({"seed": -1}, "2\\^64"),
@@ -58,6 +60,7 @@ def test_host_only_run_resolves_defaults_and_is_deterministic():
     x = load_dataset("digits").x
     assert rc["smoothness"] == np.max(np.sum(x ** 2, axis=1)) / 2 + 0.01
     assert rc["step_size"] == 0.5 / rc["smoothness"] and rc["inner_steps"] == 1797
+    assert rc["policies"] == {}
     assert rc["mu"] == pytest.approx(0.1) and rc["data_format"] == "fixed<2,6>" and rc["offset_format"] == "fixed<1,7>"
     assert [(r.algorithm, r.epoch) for r in seen] == [(al, e) for al in ("sgd", "svrg") for e in range(4)]
     assert seen[0].gap == pytest.approx((np.log(10) - rc["reference_loss"]) / rc["reference_loss"])
