@@ -20,11 +20,11 @@ import threading
 
 import numpy as np
 
-from accel.backends.emulated import EmulatedBackend
+from accel.backends.emulated import OFFSET_ROUNDINGS, EmulatedBackend
 from protocol.channel import Server
 from protocol.codec import Limits, ProtocolError
 from protocol.formats import PRESETS, BlockFormat
-from protocol.messages import (ALGORITHMS, PROBLEMS, PROTOCOL_VERSION, ROUNDINGS, Ack, Capabilities,
+from protocol.messages import (ALGORITHMS, PROBLEMS, PROTOCOL_VERSION, Ack, Capabilities,
                                Configure, Fetch, Hello, LoadData, Message, Promote, Recentre,
                                RunEpoch, Shutdown)
 
@@ -71,7 +71,7 @@ class Daemon:
     def capabilities(self) -> Capabilities:
         return Capabilities(
             version=PROTOCOL_VERSION, backend=self.backend_name, formats=FORMATS,
-            problems=list(PROBLEMS), algorithms=list(ALGORITHMS), roundings=list(ROUNDINGS),
+            problems=list(PROBLEMS), algorithms=list(ALGORITHMS), roundings=list(OFFSET_ROUNDINGS),
             limits={"max_message_bytes": self.limits.max_message_bytes,
                     "max_tensor_bytes": self.limits.max_tensor_bytes,
                     "max_samples": MAX_SAMPLES, "max_features": MAX_FEATURES,

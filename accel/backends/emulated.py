@@ -36,6 +36,10 @@ from protocol.messages import Configure, EpochReport, LoadData, Promote, Recentr
 # beyond it the response r is saturated (e^700 ≈ 1e304) and the clamp changes nothing visible.
 EXPM1_CLAMP = 700.0
 
+# Offset roundings of kernel spec v1, and the widest offset (step 7 works in IL+3+FL bits).
+OFFSET_ROUNDINGS = ("nearest_even", "stochastic")
+MAX_OFFSET_BITS = 50
+
 Rounder = Callable[[np.ndarray], np.ndarray]
 
 
@@ -49,6 +53,23 @@ def parse_element_format(text: str, role: str) -> FixedFormat | FloatFormat:
         raise ProtocolError("bad_value", f"{role} {text!r}: block formats are not supported by "
                                          "kernel spec v1; use fixed<IL,FL> or a float format")
     return fmt
+
+
+def parse_offset_format(text: str) -> FixedFormat:
+    """An offset format: signed, saturating fixed point (the offset must never wrap silently)."""
+    fmt = parse_element_format(text, "offset_format")
+    if not (isinstance(fmt, FixedFormat) and fmt.signed and fmt.overflow == "saturate"
+            and fmt.bits <= MAX_OFFSET_BITS):
+        raise ProtocolError("bad_value", f"offset_format {text!r} is not supported: it must be signed "
+                                         f"saturating fixed<IL,FL> with IL+FL <= {MAX_OFFSET_BITS} "
+                                         "(e.g. fixed<1,7>)")
+    return fmt
+
+
+def check_rounding(rounding: str) -> None:
+    if rounding not in OFFSET_ROUNDINGS:
+        raise ProtocolError("bad_value", f"rounding {rounding!r} is not supported for the offset; "
+                                         f"choose one of {', '.join(OFFSET_ROUNDINGS)}")
 
 
 def parse_acc_format(text: str) -> FloatFormat:
@@ -79,7 +100,7 @@ def _max_abs(fmt: FixedFormat | FloatFormat) -> float:
     return max(abs(fmt.min_value), fmt.max_value) if isinstance(fmt, FixedFormat) else fmt.max_value
 
 
-def check_exact_dot(data: FixedFormat | FloatFormat, offset: FixedFormat | FloatFormat,
+def check_exact_dot(data: FixedFormat | FloatFormat, offset: FixedFormat,
                     n_features: int) -> None:
     """Reject formats for which x_i · dq (step 2) would not be exact in float64.
 
@@ -145,18 +166,18 @@ def _batch_gradient(xb: np.ndarray, r: np.ndarray, k: StepConstants, R: Rounder)
 
 def svrg_step(problem: str, xb: np.ndarray, pb: np.ndarray | None, q: np.ndarray, qa: np.ndarray,
               g_tilde: np.ndarray, k: StepConstants, R: Rounder) -> np.ndarray:
-    """One LP-SVRG/HALP step up to the offset rounding: returns q − t in float64."""
+    """One LP-SVRG/HALP step (1–6 and t of 7): returns t, the step in offset units."""
     dq = q - qa                                                      # 1 (exact)
     d = R(k.s * (xb @ dq))                                           # 2, 3 (exact dot, then R)
     r = _nonlinear_response(problem, d, pb, R)                       # 4
     g = _batch_gradient(xb, r, k, R)                                 # 5
     u = R(R(g + R(k.lam * R(k.s * dq))) + g_tilde)                   # 6
-    return q - R(R(k.alpha * u) * k.inv_s)                           # 7, before Q_offset
+    return R(R(k.alpha * u) * k.inv_s)                               # 7: t
 
 
 def sgd_step(problem: str, xb: np.ndarray, yb: np.ndarray, q: np.ndarray, k: StepConstants,
              R: Rounder) -> np.ndarray:
-    """One LP-SGD step (w = s·q) up to the offset rounding: returns q − t in float64."""
+    """One LP-SGD step (w = s·q): returns t, the step in offset units."""
     a = R(k.s * (xb @ q))
     if problem == "linear":
         dl = R(a - yb[:, None])
@@ -170,7 +191,26 @@ def sgd_step(problem: str, xb: np.ndarray, yb: np.ndarray, q: np.ndarray, k: Ste
         dl = R(R(e / e.sum(axis=1, keepdims=True)) - onehot)
     g = _batch_gradient(xb, dl, k, R)
     u = R(g + R(k.lam * R(k.s * q)))
-    return q - R(R(k.alpha * u) * k.inv_s)
+    return R(R(k.alpha * u) * k.inv_s)
+
+
+def offset_update(q: np.ndarray, t: np.ndarray, fmt: FixedFormat, rounding: str,
+                  rng: LaneRNG | None = None, rbits: int | None = None) -> tuple[np.ndarray, int]:
+    """Step 7: q ← Q_offset(q − t), rounded once from the exact difference; returns (q, saturations).
+
+    q is on the grid ε = 2^-FL, so q − t needs no wide adder: floor-based stochastic rounding
+    commutes with grid shifts, Q(q − t) = q + Q(−t), and so does nearest-even except at ties,
+    where q − t is exact in float64. |t| is first clamped to 2^(IL+1): beyond it q − t is out
+    of range either way and saturates the same (and is counted the same).
+    """
+    bound = 2.0 ** (fmt.int_bits + 1)
+    tc = np.clip(t, -bound, bound)
+    wide = FixedFormat(fmt.int_bits + 3, fmt.frac_bits)      # holds ±2^(IL+1): never saturates
+    v = q + quantize(-tc, wide, rounding, rng=rng, rbits=rbits)   # exact: both on the grid
+    if rounding == "nearest_even":
+        y = -tc * 2.0 ** fmt.frac_bits                        # exact: a power-of-two scaling
+        v = np.where(y - np.floor(y) == 0.5, q - tc, v)       # a tie: q − t is a half-grid point
+    return quantize(v, fmt, return_saturated=True)
 
 
 class EmulatedBackend:
@@ -180,8 +220,9 @@ class EmulatedBackend:
 
     def configure(self, msg: Configure) -> dict:
         data = parse_element_format(msg.data_format, "data_format")
-        offset = parse_element_format(msg.offset_format, "offset_format")
+        offset = parse_offset_format(msg.offset_format)
         acc = parse_acc_format(msg.acc_format)
+        check_rounding(msg.rounding)
         check_exact_dot(data, offset, msg.n_features)
         self.cfg = msg
         self.fmts = KernelFormats(data, offset, acc, msg.rounding, msg.rbits)
@@ -226,7 +267,7 @@ class EmulatedBackend:
         return {"scale": self.s}
 
     def promote(self, msg: Promote) -> dict:
-        offset = parse_element_format(msg.offset_format, "offset_format")
+        offset = parse_offset_format(msg.offset_format)
         acc = self.fmts.acc if msg.acc_format is None else parse_acc_format(msg.acc_format)
         check_exact_dot(self.fmts.data, offset, self.cfg.n_features)
         self.q, sat_q = quantize(self.q, offset, return_saturated=True)
@@ -249,11 +290,14 @@ class EmulatedBackend:
             batch = order[t * B:(t + 1) * B]
             if msg.algorithm == "svrg":
                 pb = None if self.anchor is None else self.anchor[batch]
-                v = svrg_step(cfg.problem, self.xq[batch], pb, q, self.qa, self.g_tilde, k, R)
+                t_step = svrg_step(cfg.problem, self.xq[batch], pb, q, self.qa, self.g_tilde, k, R)
             else:
-                v = sgd_step(cfg.problem, self.xq[batch], self.y[batch], q, k, R)
-            q, sat = quantize(v, self.fmts.offset, cfg.rounding, rng=rng, rbits=cfg.rbits or None,
-                              return_saturated=True)
+                t_step = sgd_step(cfg.problem, self.xq[batch], self.y[batch], q, k, R)
+            if np.isnan(t_step).any():
+                # State is untouched: q is stored only after the whole epoch.
+                raise ProtocolError("bad_value", f"epoch {msg.epoch} step {t}: the update is NaN "
+                                    f"(the accumulator {self.fmts.acc!r} overflowed; step size too large?)")
+            q, sat = offset_update(q, t_step, self.fmts.offset, cfg.rounding, rng, cfg.rbits or None)
             saturations += sat
         self.q = q
         self.counters["epochs"] += 1

@@ -154,7 +154,9 @@ def test_order_out_of_range_or_wrong_length(client):
 @pytest.mark.parametrize("changes,code,words", [
     ({"data_format": "fixed<2;6>"}, "bad_value", "fixed<2;6>"),
     ({"acc_format": "fixed<8,8>"}, "bad_value", "acc_format"),
-    ({"offset_format": "fp32"}, "bad_value", "not exact"),
+    ({"offset_format": "fp32"}, "bad_value", "signed saturating"),
+    ({"data_format": "fp32"}, "bad_value", "not exact"),
+    ({"rounding": "toward_zero"}, "bad_value", "nearest_even, stochastic"),
     ({"problem": "softmax", "n_outputs": 1}, "bad_value", "n_outputs >= 2"),
     ({"problem": "linear"}, "bad_value", "n_outputs = 1"),
     ({"n_features": 1 << 20}, "too_large", "n_features"),
@@ -170,7 +172,8 @@ def test_configure_refusals_keep_the_previous_configuration(client, changes, cod
 def test_promote_to_an_unusable_format(client):
     client.request(configure())
     refused(client, Promote(offset_format="fixed<1,7>", acc_format="fp64x"), "bad_value", "fp64x")
-    refused(client, Promote(offset_format="fp32"), "bad_value", "not exact")
+    refused(client, Promote(offset_format="fp32"), "bad_value", "signed saturating")
+    refused(client, Promote(offset_format="fixed<9,40>"), "bad_value", "not exact")
     client.request(Promote(offset_format="fixed<1,15>", acc_format="fp64"))
 
 

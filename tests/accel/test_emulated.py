@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 
 from accel.accounting import epoch_memory, epoch_ops
-from accel.backends.emulated import EmulatedBackend, StepConstants, acc_rounder, svrg_step
-from accel.numerics import quantize
+from fractions import Fraction
+from math import floor
+
+from accel.backends.emulated import EmulatedBackend, StepConstants, acc_rounder, offset_update, svrg_step
+from accel.numerics import LaneRNG, quantize
 from protocol.codec import ProtocolError
 from protocol.formats import parse_format
 from protocol.messages import Configure, LoadData, Promote, Recentre, RunEpoch
@@ -32,9 +35,9 @@ def test_svrg_step_by_hand():
     # g̃ = [1/4, -1/2]. d = s·(x·dq) = 1/4 = r (least squares); G = x·r = [1/4, 1/8];
     # u = G + λ·s·dq + g̃ = [5/8, -3/8]; t = α·u/s = [5/16, -3/16]; q − t = [3/16, 7/16].
     k = StepConstants(s=0.5, inv_s=2.0, alpha=0.25, lam=0.5, inv_b=1.0)
-    v = svrg_step("linear", np.array([[1.0, 0.5]]), None, np.array([[0.5], [0.25]]),
+    t = svrg_step("linear", np.array([[1.0, 0.5]]), None, np.array([[0.5], [0.25]]),
                   np.array([[0.0], [0.25]]), np.array([[0.25], [-0.5]]), k, acc_rounder(parse_format("fp32")))
-    assert v.tolist() == [[0.1875], [0.4375]]
+    assert t.tolist() == [[0.3125], [-0.1875]]
 
 
 def test_backend_reproduces_the_hand_step():
@@ -199,11 +202,42 @@ def test_general_accumulator_path_rounds_into_bf16():
 
 @pytest.mark.parametrize("field,value,words", [
     ("acc_format", "fixed<8,8>", "acc_format"), ("acc_format", "e8m30", "24 mantissa"),
-    ("data_format", "mxfp8", "block formats"), ("offset_format", "fp32", "not exact"),
-    ("data_format", "fixed<9,9", "cannot parse")])
+    ("data_format", "mxfp8", "block formats"), ("offset_format", "fp32", "signed saturating"),
+    ("offset_format", "fixed<1,7,wrap>", "signed saturating"), ("data_format", "fp32", "not exact"),
+    ("data_format", "fixed<9,9", "cannot parse"), ("rounding", "toward_zero", "nearest_even, stochastic")])
 def test_formats_it_cannot_run_exactly_are_refused(field, value, words):
-    kwargs = {"data": "fixed<2,6>", "offset": "fixed<1,7>", "acc": "fp32"}
+    kwargs = {"data": "fixed<2,6>", "offset": "fixed<1,7>", "acc": "fp32", "rounding": "nearest_even"}
     kwargs[field.split("_")[0]] = value
     with pytest.raises(ProtocolError) as err:
         configure(**kwargs)
     assert err.value.code == "bad_value" and words in err.value.message
+
+
+def _exact_offset_update(q: float, t: float, fl: int, lo: int, hi: int, rounding: str,
+                         word: int) -> tuple[float, bool]:
+    """Oracle: round the exact rational q − t to the grid 2^-fl, then clamp codes to [lo, hi]."""
+    x = (Fraction(q) - Fraction(t)) * 2 ** fl
+    k = floor(x)
+    frac = x - k
+    if rounding == "nearest_even":
+        up = frac > Fraction(1, 2) or (frac == Fraction(1, 2) and k % 2 == 1)
+    else:  # floor-based stochastic rounding with 32 random bits
+        up = floor(frac * 2 ** 32) + word >= 2 ** 32
+    return min(max(k + up, lo), hi) / 2 ** fl, not lo <= k + up <= hi
+
+
+@pytest.mark.parametrize("rounding", ["nearest_even", "stochastic"])
+def test_offset_update_rounds_the_exact_difference(rounding):
+    """q − t is not formed in float64: tiny t (inexact there) and ties still round exactly."""
+    fmt = parse_format("fixed<2,6>")
+    rng = np.random.default_rng(9)
+    n = 400
+    q = rng.integers(-128, 128, n) / 64.0
+    t = quantize(rng.standard_normal(n) * 2.0 ** rng.integers(-60, 3, n), "fp32")
+    t[:40] = rng.integers(-200, 200, 40) / 128.0        # ties of nearest-even
+    t[40:50] = [1e30, -1e30, 2 ** -149, -2 ** -149, 4.0, -4.0, 2 ** -40, -2 ** -40, 0.0, 3.0]
+    words = LaneRNG(1, 2, 3).words(n)
+    got, saturations = offset_update(q, t, fmt, rounding, LaneRNG(1, 2, 3))
+    want = [_exact_offset_update(qi, ti, 6, -128, 127, rounding, int(w)) for qi, ti, w in zip(q, t, words)]
+    assert got.tolist() == [value for value, _ in want]
+    assert saturations == sum(saturated for _, saturated in want) > 0
