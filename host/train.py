@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from host.client import AcceleratorClient
-from host.datasets import BUILTIN_TASKS, check_pairing, load_dataset
+from host.datasets import BUILTIN_TASKS, Dataset, check_pairing, load_dataset
 from host.models import MODELS, Objective
 from host.optimizers import epoch_order, sgd_epoch, svrg_epoch
 from host.reference import Reference, reference_optimum, relative_gap
@@ -29,8 +29,8 @@ from protocol.formats import BlockFormat, FixedFormat, Format, FormatError, pars
 from protocol.messages import ROUNDINGS
 
 HOST_ALGORITHMS = ("sgd", "svrg")
-ACCEL_ALGORITHMS = ("lpsgd", "lpsvrg", "halp")
-ALGORITHMS = HOST_ALGORITHMS + ACCEL_ALGORITHMS
+ACCELERATOR_ALGORITHMS = ("lpsgd", "lpsvrg", "halp")
+ALGORITHMS = HOST_ALGORITHMS + ACCELERATOR_ALGORITHMS
 
 
 @dataclass
@@ -106,13 +106,19 @@ class TrainConfig:
         if self.policy is not None and self.policy not in POLICIES:
             bad("policy", f"choose one of {', '.join(POLICIES)} (or unset for each algorithm's natural policy)")
         for algo in algos:
-            if algo in ACCEL_ALGORITHMS:
+            if algo in ACCELERATOR_ALGORITHMS:
                 make_policy(self.policy, algo)
         offset = parse_format(self.offset_format) if self.offset_format else FixedFormat(1, self.bits - 1)
         if isinstance(offset, BlockFormat):
             bad("offset_format", "the offset needs one scale per tensor: use fixed<IL,FL> or a float format")
         if self.policy == "adaptive" and not isinstance(offset, FixedFormat):
             bad("offset_format", "the adaptive policy widens fixed-point offset formats only")
+
+    def resolved(self) -> dict[str, Any]:
+        """Every setting with the rule-based defaults filled in (loads the data set, so it
+        can fail on a bad .npz). ``train()``'s result adds the reference-dependent values."""
+        self.validate()
+        return _resolve_rules(self, *_problem(self))
 
 
 @dataclass
@@ -137,6 +143,11 @@ class TrainResult:
     weights: dict[str, np.ndarray]
     config: dict[str, Any]      # the resolved config: every default filled in
 
+    def reference_summary(self) -> dict[str, Any]:
+        """The reference optimum without its weights: what a results file records."""
+        return {"loss": self.reference.loss, "grad_norm": self.reference.grad_norm,
+                "method": self.reference.method, "max_abs_w": float(np.max(np.abs(self.reference.w)))}
+
 
 def default_data_format(max_abs: float, bits: int) -> FixedFormat:
     """fixed<IL, b−IL> with the smallest IL whose range holds max|x| (digits/16 → fixed<2,6>)."""
@@ -148,25 +159,29 @@ def default_data_format(max_abs: float, bits: int) -> FixedFormat:
                      f"scale the data or raise bits")
 
 
-def resolve(cfg: TrainConfig, obj: Objective, ref: Reference) -> dict[str, Any]:
-    """Fill every rule-based default; the result is what the run actually uses."""
+def _problem(cfg: TrainConfig) -> tuple[Dataset, Objective]:
+    ds = load_dataset(cfg.dataset, samples=cfg.samples, features=cfg.features, condition=cfg.condition,
+                      seed=cfg.seed)
+    return ds, Objective(cfg.model, ds.x, ds.y, cfg.l2, ds.outputs_for(cfg.model))
+
+
+def _resolve_rules(cfg: TrainConfig, ds: Dataset, obj: Objective) -> dict[str, Any]:
+    """Every setting, with the rule-based defaults that need only the data filled in."""
     resolved = asdict(cfg)
     resolved["algorithms"] = list(cfg.algorithms)
-    offset_fmt = parse_format(cfg.offset_format) if cfg.offset_format else FixedFormat(1, cfg.bits - 1)
     resolved.update(
         step_size=cfg.step_size if cfg.step_size is not None else 0.5 / obj.smoothness(),
         mu=cfg.mu if cfg.mu is not None else 10.0 * cfg.l2,
         inner_steps=cfg.inner_steps if cfg.inner_steps is not None else obj.n_samples,
         data_format=repr(parse_format(cfg.data_format) if cfg.data_format
                          else default_data_format(float(np.max(np.abs(obj.x))), cfg.bits)),
-        offset_format=repr(offset_fmt),
+        offset_format=repr(parse_format(cfg.offset_format) if cfg.offset_format else FixedFormat(1, cfg.bits - 1)),
         acc_format=repr(parse_format(cfg.acc_format)),
+        policies={a: type(make_policy(cfg.policy, a)).__name__
+                  for a in cfg.algorithms if a in ACCELERATOR_ALGORITHMS},
         smoothness=obj.smoothness(),
-        # LP-SGD / LP-SVRG: a fixed scale that just covers the optimum's range.
-        lp_scale=float(np.max(np.abs(ref.w))) / offset_fmt.max_value,
-        policies={a: type(make_policy(cfg.policy, a)).__name__ for a in cfg.algorithms if a in ACCEL_ALGORITHMS},
         n_samples=obj.n_samples, n_features=obj.n_features, n_outputs=obj.n_outputs,
-        reference_loss=ref.loss, reference_grad_norm=ref.grad_norm, reference_method=ref.method,
+        preprocessing=ds.preprocessing,
     )
     return resolved
 
@@ -174,26 +189,26 @@ def resolve(cfg: TrainConfig, obj: Objective, ref: Reference) -> dict[str, Any]:
 def train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | None = None,
           session: str | None = None,
           on_epoch: Callable[[EpochRecord], None] | None = None,
-          on_start: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+          on_start: Callable[[str], None] | None = None) -> TrainResult:
     """Run every algorithm of ``cfg`` in turn; see the module docstring.
 
     ``tap`` and ``session`` go to the protocol client (a trace writer; a fixed session id
-    makes two runs' traces comparable). ``on_start(resolved_config)`` runs once the defaults
-    are resolved; ``on_epoch(record)`` after every epoch, epoch 0 being the starting point.
+    makes two runs' traces comparable). ``on_start(algorithm)`` runs before each algorithm's
+    first message; ``on_epoch(record)`` after every epoch, epoch 0 being the starting point.
     """
     cfg.validate()
-    needs_accel = any(a in ACCEL_ALGORITHMS for a in cfg.algorithms)
+    needs_accel = any(a in ACCELERATOR_ALGORITHMS for a in cfg.algorithms)
     if needs_accel and not connect:
-        raise ValueError(f"algorithms {', '.join(a for a in cfg.algorithms if a in ACCEL_ALGORITHMS)} "
+        raise ValueError(f"algorithms {', '.join(a for a in cfg.algorithms if a in ACCELERATOR_ALGORITHMS)} "
                          "run on the accelerator: pass connect=ADDRESS of a running daemon")
-    ds = load_dataset(cfg.dataset, samples=cfg.samples, features=cfg.features, condition=cfg.condition,
-                      seed=cfg.seed)
-    obj = Objective(cfg.model, ds.x, ds.y, cfg.l2, ds.outputs_for(cfg.model))
+    ds, obj = _problem(cfg)
+    resolved = _resolve_rules(cfg, ds, obj)
     ref = reference_optimum(obj)
-    resolved = resolve(cfg, obj, ref)
-    resolved["preprocessing"] = ds.preprocessing
-    if on_start:
-        on_start(resolved)
+    resolved.update(
+        # LP-SGD / LP-SVRG: a fixed scale that just covers the optimum's range.
+        lp_scale=float(np.max(np.abs(ref.w))) / parse_format(resolved["offset_format"]).max_value,
+        reference_loss=ref.loss, reference_grad_norm=ref.grad_norm, reference_method=ref.method,
+    )
 
     records: list[EpochRecord] = []
 
@@ -208,6 +223,8 @@ def train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | No
         if acc is not None:
             acc.hello()
         for algo in cfg.algorithms:
+            if on_start:
+                on_start(algo)
             run = _run_host if algo in HOST_ALGORITHMS else _run_accel
             weights[algo] = run(algo, obj, ref, resolved, emit, acc)
     finally:

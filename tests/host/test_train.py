@@ -56,7 +56,9 @@ def test_host_only_run_resolves_defaults_and_is_deterministic():
     a = train(cfg, connect=None, on_epoch=seen.append, on_start=started.append)
     b = train(cfg, connect=None)
     rc = a.config
-    assert started == [rc]
+    assert started == ["sgd", "svrg"]
+    assert cfg.resolved().items() <= rc.items()
+    assert a.reference_summary()["grad_norm"] <= 1e-12 and rc["reference_loss"] == a.reference.loss
     x = load_dataset("digits").x
     assert rc["smoothness"] == np.max(np.sum(x ** 2, axis=1)) / 2 + 0.01
     assert rc["step_size"] == 0.5 / rc["smoothness"] and rc["inner_steps"] == 1797
