@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 5000
 SERVER_LINGER_MS = 1000   # bounded: lets the last reply (to shutdown) leave before exit
+WAIT_SLICE_S = 0.1         # a client notices a lost connection this fast
 MAX_CONNECTIONS = 1024    # session table entries kept; the oldest connection is forgotten
 
 
@@ -101,10 +102,8 @@ class Client:
         _tune(self._sock)
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self._sock.connect(address)
-        self._poller = zmq.Poller()
-        self._poller.register(self._sock, zmq.POLLIN)
-        self._poller.register(self._monitor, zmq.POLLIN)
         self._seq = 0
+        self._slice_ms = -1
         self._was_connected = False
         self._connected = False
         self._closed_because: str | None = None
@@ -116,10 +115,6 @@ class Client:
         if msg.TYPE not in REQUESTS:
             raise ValueError(f"{msg.TYPE!r} is not a request; requests: {', '.join(REQUESTS)}")
         timeout = self.timeout if timeout is None else timeout
-        self._drain_monitor()
-        if self._was_connected and not self._connected:
-            self._fail(AcceleratorGone, f"the connection to the accelerator at {self.address} was "
-                       f"lost before {msg.TYPE}; did the accelerator process exit?")
         seq = 1 if isinstance(msg, Hello) else self._seq + 1
         header, frames = encode_parts(msg, seq, self.session)
         self._sock.send_multipart([pack_header(header), *frames], copy=False)
@@ -141,24 +136,31 @@ class Client:
         return reply
 
     def _wait(self, what: str, seq: int, timeout: float) -> list:
+        # Blocking receives in short slices rather than polling both sockets: the common
+        # case (a prompt reply) costs one system call, and a lost connection is still
+        # noticed within a slice.
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 self._fail(AcceleratorTimeout, f"the accelerator at {self.address} did not answer "
                            f"{what} (seq {seq}) within {timeout:g} s; is `cosim accel` running there?")
-            ready = dict(self._poller.poll(left * 1000))
-            if self._sock in ready:  # a reply wins over a disconnect seen in the same poll
+            slice_ms = max(1, int(min(left, WAIT_SLICE_S) * 1000))
+            if slice_ms != self._slice_ms:  # setting it costs more than the check
+                self._sock.setsockopt(zmq.RCVTIMEO, slice_ms)
+                self._slice_ms = slice_ms
+            try:
                 return self._sock.recv_multipart(copy=False)
-            if self._monitor in ready:
-                self._drain_monitor()
-                if not self._connected and self._was_connected:
-                    self._fail(AcceleratorGone, f"the connection to the accelerator at "
-                               f"{self.address} was lost while waiting for the reply to {what} "
-                               f"(seq {seq}); did the accelerator process exit?")
+            except zmq.Again:
+                pass
+            self._drain_monitor()
+            if not self._connected and self._was_connected:
+                self._fail(AcceleratorGone, f"the connection to the accelerator at "
+                           f"{self.address} was lost while waiting for the reply to {what} "
+                           f"(seq {seq}); did the accelerator process exit?")
 
     def _drain_monitor(self) -> None:
-        while self._monitor.poll(0):
+        while self._monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             event = recv_monitor_message(self._monitor)["event"]
             self._connected = event == zmq.EVENT_CONNECTED
             self._was_connected |= self._connected
@@ -223,10 +225,12 @@ class Server:
         ``handler(request) -> reply``; raising :class:`ProtocolError` sends that error,
         any other exception sends ``internal`` — the server keeps serving either way.
         """
+        self._sock.rcvtimeo = poll_ms  # a blocking receive is cheaper than poll + receive
         while not (should_stop and should_stop()):
-            if not self._sock.poll(poll_ms):
+            try:
+                ident_frame, *frames = self._sock.recv_multipart(copy=False)
+            except zmq.Again:
                 continue
-            ident_frame, *frames = self._sock.recv_multipart(copy=False)
             ident = ident_frame.bytes
             request, reply, env = self._answer(ident, frames, handler)
             self._send(ident, reply, env)

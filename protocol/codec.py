@@ -29,7 +29,8 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from functools import lru_cache
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import msgpack
 import numpy as np
@@ -43,6 +44,7 @@ __all__ = ["Limits", "Envelope", "ProtocolError", "encode", "encode_parts", "dec
 MiB = 1 << 20
 HEADER_KEYS = ("v", "type", "seq", "session", "body", "tensors")
 TENSOR_KEYS = ("name", "dtype", "shape", "frame")
+_HEADER_KEYSET, _TENSOR_KEYSET = set(HEADER_KEYS), set(TENSOR_KEYS)
 MAX_SESSION_CHARS = 256
 
 
@@ -83,8 +85,7 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be a positive integer; got {value!r}")
 
 
-@dataclass(frozen=True)
-class Envelope:
+class Envelope(NamedTuple):
     """The routing part of a header; ``header`` is the whole decoded map."""
 
     type: str
@@ -155,7 +156,8 @@ def pack_header(header: dict) -> bytes:
 
 
 def _nbytes(frame: Any) -> int:
-    return len(frame) if isinstance(frame, bytes) else memoryview(frame).nbytes
+    # len() of bytes and zmq.Frame is the byte count; of a shaped memoryview it is not.
+    return memoryview(frame).nbytes if isinstance(frame, memoryview) else len(frame)
 
 
 def _no_ext(code: int, data: bytes) -> Any:
@@ -191,9 +193,9 @@ def read_envelope(frames: Sequence[Any], limits: Limits = Limits()) -> Envelope:
     if header["v"] != PROTOCOL_VERSION or isinstance(header["v"], bool):
         raise ProtocolError("bad_version", f"protocol version {header['v']!r}; this side speaks "
                                            f"version {PROTOCOL_VERSION}")
-    missing = [k for k in HEADER_KEYS if k not in header]
-    extra = [k for k in header if k not in HEADER_KEYS]
-    if missing or extra:
+    if header.keys() != _HEADER_KEYSET:
+        missing = [k for k in HEADER_KEYS if k not in header]
+        extra = [k for k in header if k not in HEADER_KEYS]
         raise ProtocolError("malformed", f"header keys must be {', '.join(HEADER_KEYS)}; "
                                          f"missing {missing}, extra {extra}")
     mtype, seq, session = header["type"], header["seq"], header["session"]
@@ -233,12 +235,19 @@ def _check_scalar(where: str, spec: Scalar, value: Any) -> Any:
             raise ProtocolError("bad_value", f"{where}: {value} must be > 0")
     if spec.choices is not None and value not in spec.choices:
         raise ProtocolError("bad_value", f"{where}: {value!r} is not one of {', '.join(spec.choices)}")
-    if spec.format:
-        try:
-            parse_format(value)
-        except FormatError as exc:
-            raise ProtocolError("bad_value", f"{where}: {exc}") from None
+    if spec.format and (problem := _format_problem(value)):
+        raise ProtocolError("bad_value", f"{where}: {problem}")
     return value
+
+
+@lru_cache(maxsize=256)
+def _format_problem(text: str) -> str | None:
+    """Why ``text`` is not a number format, or None; cached: a run uses a handful of formats."""
+    try:
+        parse_format(text)
+    except FormatError as exc:
+        return str(exc)
+    return None
 
 
 def _check_tensor(where: str, spec: Tensor, entry: dict, frames: Sequence[Any],
@@ -301,7 +310,7 @@ def decode_message(env: Envelope, frames: Sequence[Any], limits: Limits = Limits
     entries: dict[str, dict] = {}
     used = set()
     for entry in table:
-        if not (isinstance(entry, dict) and sorted(entry) == sorted(TENSOR_KEYS)):
+        if not (isinstance(entry, dict) and entry.keys() == _TENSOR_KEYSET):
             raise ProtocolError("malformed", f"{env.type}: tensor entry {entry!r:.60} must have "
                                              f"keys {', '.join(TENSOR_KEYS)}")
         name, index = entry["name"], entry["frame"]

@@ -1,0 +1,210 @@
+"""Protocol overhead against raw pyzmq, measured in the same run.
+
+Usage::
+
+    python bench/bench_protocol.py                 # tcp and ipc, prints a markdown table
+    python bench/bench_protocol.py --rounds 5 --transports ipc
+
+Each side runs in its own process, as host and accelerator do. Both peers use DEALER
+(client) and ROUTER (server) sockets on the same transport:
+
+- latency: round trip of a small control message: ours is ``Client.request(Promote(...))``
+  answered with ``Ack`` by ``Server.serve`` (encode, full validation, session and sequence
+  checks on both ends); raw sends the same header dict packed with msgpack and gets a packed
+  ack dict back.
+- throughput: a 16 MB float64 tensor (2048 × 1024): ours is ``LoadData`` (zero-copy frames,
+  dtype/shape/size checks, NaN/Inf scan); raw sends the same buffer as one ``copy=False``
+  frame beside a small msgpack header.
+
+Raw and ours alternate round by round so that load from other processes hits both alike.
+Targets: latency ≤ 1.5 × raw, throughput ≥ 0.6 × raw.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import msgpack
+import numpy as np
+import zmq
+
+from protocol import messages as m
+from protocol.channel import Client, Server
+
+ROWS, COLS = 2048, 1024                        # 2048 × 1024 × 8 B = 16 MiB
+PROMOTE = m.Promote(offset_format="fixed<1,7>")
+ACK_DICT = {"v": 1, "type": "ack", "seq": 0, "session": "bench", "body": {"of": "promote", "info": {}},
+            "tensors": []}
+
+
+def _ours_handler(msg: m.Message) -> m.Message:
+    if isinstance(msg, m.Hello):
+        return m.Capabilities(1, "bench", [], [], [], [], {})
+    return m.Ack(msg.TYPE, {})
+
+
+def serve_ours(address: str) -> None:
+    with Server(address) as server:
+        print(server.address, flush=True)
+        server.serve(_ours_handler)
+
+
+def serve_raw(address: str) -> None:
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(address)
+    print(sock.getsockopt(zmq.LAST_ENDPOINT).decode(), flush=True)
+    while True:
+        ident, header, *tensors = sock.recv_multipart(copy=False)
+        request = msgpack.unpackb(header)
+        if request["type"] == "shutdown":
+            sock.send_multipart([ident, msgpack.packb(ACK_DICT)])
+            time.sleep(0.2)
+            return
+        sock.send_multipart([ident, msgpack.packb({**ACK_DICT, "seq": request["seq"]})])
+
+
+def _start(kind: str, address: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, address],
+                            stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def time_ours(address: str, n_small: int, n_big: int, x: np.ndarray, y: np.ndarray):
+    small, big = [], []
+    with Client(address, session="bench") as client:
+        client.request(m.Hello(client="bench"))
+        for _ in range(50):
+            client.request(PROMOTE)
+        for _ in range(n_small):
+            t0 = time.perf_counter()
+            client.request(PROMOTE)
+            small.append(time.perf_counter() - t0)
+        load = m.LoadData(start=0, x=x, y=y)
+        client.request(load)
+        for _ in range(n_big):
+            t0 = time.perf_counter()
+            client.request(load)
+            big.append(time.perf_counter() - t0)
+    return small, big
+
+
+def time_raw(address: str, n_small: int, n_big: int, x: np.ndarray, y: np.ndarray):
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    header = {"v": 1, "type": "promote", "seq": 0, "session": "bench",
+              "body": {"offset_format": "fixed<1,7>"}, "tensors": []}
+
+    def small_trip(seq: int) -> None:
+        sock.send(msgpack.packb({**header, "seq": seq}))
+        msgpack.unpackb(sock.recv())
+
+    def big_trip(seq: int) -> None:
+        head = {"v": 1, "type": "load_data", "seq": seq, "session": "bench", "body": {"start": 0},
+                "tensors": [{"name": "x", "dtype": "<f8", "shape": list(x.shape), "frame": 1},
+                            {"name": "y", "dtype": "<f8", "shape": list(y.shape), "frame": 2}]}
+        sock.send_multipart([msgpack.packb(head), x, y], copy=False)
+        msgpack.unpackb(sock.recv())
+
+    small, big = [], []
+    for i in range(50):
+        small_trip(i)
+    for i in range(n_small):
+        t0 = time.perf_counter()
+        small_trip(i)
+        small.append(time.perf_counter() - t0)
+    big_trip(0)
+    for i in range(n_big):
+        t0 = time.perf_counter()
+        big_trip(i)
+        big.append(time.perf_counter() - t0)
+    sock.send(msgpack.packb({**header, "type": "shutdown"}))
+    sock.recv()
+    sock.close()
+    return small, big
+
+
+def _address(transport: str, tmp: str, name: str) -> str:
+    return "tcp://127.0.0.1:0" if transport == "tcp" else f"ipc://{tmp}/{name}.sock"
+
+
+def run(transports: list[str], rounds: int, n_small: int, n_big: int) -> list[dict]:
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((ROWS, COLS)), rng.standard_normal(ROWS)
+    mb = (x.nbytes + y.nbytes) / 1e6
+    tmp = tempfile.mkdtemp(prefix="cosim-bench-")
+    rows = []
+    for transport in transports:
+        samples = {"ours": ([], []), "raw": ([], [])}
+        for r in range(rounds):
+            for kind in ("raw", "ours") if r % 2 == 0 else ("ours", "raw"):
+                proc, address = _start(kind, _address(transport, tmp, f"{kind}{r}"))
+                try:
+                    timer = time_ours if kind == "ours" else time_raw
+                    small, big = timer(address, n_small, n_big, x, y)
+                    if kind == "ours":
+                        with Client(address) as c:
+                            c.request(m.Hello(client="bench"))
+                            c.request(m.Shutdown())
+                    proc.wait(10)
+                finally:
+                    proc.kill()
+                samples[kind][0].extend(small)
+                samples[kind][1].extend(big)
+        lat = {k: (statistics.median(v[0]) * 1e6, _pct(v[0], 0.99) * 1e6) for k, v in samples.items()}
+        thr = {k: (mb / statistics.median(v[1]), mb / _pct(v[1], 0.99)) for k, v in samples.items()}
+        rows.append({"transport": transport, "lat": lat, "thr": thr,
+                     "lat_ratio": lat["ours"][0] / lat["raw"][0],
+                     "thr_ratio": thr["ours"][0] / thr["raw"][0]})
+    return rows
+
+
+def report(rows: list[dict], rounds: int, n_small: int, n_big: int) -> str:
+    out = [f"{rounds} rounds × {n_small} small round trips and {n_big} × 16 MiB transfers per side",
+           "",
+           "| transport | latency raw µs (median / p99) | latency ours µs (median / p99) | ratio (≤ 1.5) "
+           "| throughput raw MB/s (median / p99) | throughput ours MB/s (median / p99) | ratio (≥ 0.6) |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        (lr, lr99), (lo, lo99) = r["lat"]["raw"], r["lat"]["ours"]
+        (tr, tr99), (to, to99) = r["thr"]["raw"], r["thr"]["ours"]
+        out.append(f"| {r['transport']} | {lr:.0f} / {lr99:.0f} | {lo:.0f} / {lo99:.0f} | "
+                   f"{r['lat_ratio']:.2f} | {tr:.0f} / {tr99:.0f} | {to:.0f} / {to99:.0f} | "
+                   f"{r['thr_ratio']:.2f} |")
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve", nargs=2, metavar=("KIND", "ADDRESS"), help=argparse.SUPPRESS)
+    parser.add_argument("--transports", default="tcp,ipc", help="comma-separated: tcp, ipc")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating raw/ours rounds")
+    parser.add_argument("--small", type=int, default=2000, help="small round trips per round")
+    parser.add_argument("--big", type=int, default=15, help="16 MiB transfers per round")
+    args = parser.parse_args()
+    if args.serve:
+        kind, address = args.serve
+        (serve_ours if kind == "ours" else serve_raw)(address)
+        return 0
+    transports = args.transports.split(",")
+    bad = [t for t in transports if t not in ("tcp", "ipc")]
+    if bad:
+        parser.error(f"unknown transport(s) {bad}; choose from tcp, ipc")
+    rows = run(transports, args.rounds, args.small, args.big)
+    print(report(rows, args.rounds, args.small, args.big))
+    ok = all(r["lat_ratio"] <= 1.5 and r["thr_ratio"] >= 0.6 for r in rows)
+    print("targets met" if ok else "TARGETS MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
