@@ -18,11 +18,16 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from protocol.formats import Format
+from protocol.formats import FixedFormat, Format
 
 # Random bits drawn per stochastic rounding when rbits = 0 ("the whole discarded
 # width"): one full 32-bit generator word per rounded element.
 WORD_BITS = 32
+
+
+def update_format(offset: FixedFormat) -> FixedFormat:
+    """Where step 7 forms q − t exactly: the offset grid with 3 more integer bits (holds ±2^(IL+1))."""
+    return FixedFormat(offset.int_bits + 3, offset.frac_bits)
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ def epoch_ops(algorithm: str, problem: str, fmts: KernelFormats, *, n_features: 
     per[f"mul {acc}"] += 2 * F * C               # R(λ · R(s · dq))
     per[f"add {acc}"] += (2 if algorithm == "svrg" else 1) * F * C   # + reg term, + g̃
     per[f"mul {acc}"] += 2 * F * C               # t = R(R(α u) · R(1/s))
-    per[f"add fp64"] += F * C                    # q − t, formed in float64
+    per[f"add {update_format(fmts.offset)!r}"] += F * C   # q − t, exact
     per[f"round {fmts.offset!r} {fmts.rounding}"] += F * C
     if fmts.rounding == "stochastic":
         per["rng bits"] += (fmts.rbits or WORD_BITS) * F * C

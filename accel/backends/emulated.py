@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from accel.accounting import KernelFormats, epoch_memory, epoch_ops
+from accel.accounting import KernelFormats, epoch_memory, epoch_ops, update_format
 from accel.numerics import LaneRNG, quantize
 from protocol.codec import ProtocolError
 from protocol.formats import FixedFormat, FloatFormat, FormatError, parse_format
@@ -205,7 +205,7 @@ def offset_update(q: np.ndarray, t: np.ndarray, fmt: FixedFormat, rounding: str,
     """
     bound = 2.0 ** (fmt.int_bits + 1)
     tc = np.clip(t, -bound, bound)
-    wide = FixedFormat(fmt.int_bits + 3, fmt.frac_bits)      # holds ±2^(IL+1): never saturates
+    wide = update_format(fmt)                                 # holds ±2^(IL+1): never saturates
     v = q + quantize(-tc, wide, rounding, rng=rng, rbits=rbits)   # exact: both on the grid
     if rounding == "nearest_even":
         y = -tc * 2.0 ** fmt.frac_bits                        # exact: a power-of-two scaling
