@@ -106,3 +106,14 @@ def test_killed_daemon_raises_clear_error_over_tcp():
     finally:
         _stop(proc)
     assert time.monotonic() - started < timeout + 15
+
+
+@pytest.mark.parametrize("dataset,model", [("diabetes", "linear"), ("breast_cancer", "logistic")])
+def test_linear_and_logistic_paths_converge(daemon, dataset, model):
+    # Least squares sends no anchor terms, logistic sends σ(x·w̃): both kernels must make
+    # HALP and LP-SVRG progress (HALP saturates on both with μ = 10λ, see docs/host.md).
+    result = train(TrainConfig(dataset=dataset, model=model, algorithms=("halp", "lpsvrg"), epochs=8),
+                   connect=daemon)
+    gaps = {a: [r.gap for r in result.records if r.algorithm == a] for a in ("halp", "lpsvrg")}
+    assert gaps["halp"][-1] < 1e-3 * gaps["halp"][0] and gaps["lpsvrg"][-1] < 1e-2 * gaps["lpsvrg"][0]
+    assert gaps["halp"][-1] < gaps["halp"][4] < gaps["halp"][1]
