@@ -126,10 +126,8 @@ def acc_rounder(fmt: FloatFormat) -> Rounder:
     if fmt == parse_format("fp64"):
         return lambda v: v
     if fmt == parse_format("fp32"):
-        def to_fp32(v: np.ndarray) -> np.ndarray:
-            with np.errstate(over="ignore"):   # overflow to ±inf is the format's rule, not an accident
-                return np.asarray(v, dtype=np.float64).astype(np.float32).astype(np.float64)
-        return to_fp32
+        # Overflow to ±inf is the format's rule: callers run under np.errstate(over="ignore").
+        return lambda v: np.asarray(v, dtype=np.float64).astype(np.float32).astype(np.float64)
     return lambda v: quantize(np.asarray(v, dtype=np.float64), fmt, "nearest_even")
 
 
@@ -209,8 +207,10 @@ def offset_update(q: np.ndarray, t: np.ndarray, fmt: FixedFormat, rounding: str,
     v = q + quantize(-tc, wide, rounding, rng=rng, rbits=rbits)   # exact: both on the grid
     if rounding == "nearest_even":
         y = -tc * 2.0 ** fmt.frac_bits                        # exact: a power-of-two scaling
-        v = np.where(y - np.floor(y) == 0.5, q - tc, v)       # a tie: q − t is a half-grid point
-    return quantize(v, fmt, return_saturated=True)
+        tie = y - np.floor(y) == 0.5                          # q − t is a half-grid point, exact
+        v = np.where(tie, quantize(q - tc, wide), v)
+    outside = (v < fmt.min_value) | (v > fmt.max_value)      # v is on the grid: only the clamp is left
+    return np.clip(v, fmt.min_value, fmt.max_value), int(np.count_nonzero(outside))
 
 
 class EmulatedBackend:
@@ -239,7 +239,8 @@ class EmulatedBackend:
                 "acc_format": repr(acc)}
 
     def _rounded_scale(self, scale: float) -> float:
-        s = float(self.R(np.array(scale)))
+        with np.errstate(over="ignore"):
+            s = float(self.R(np.array(scale)))
         if not (np.isfinite(s) and s > 0):
             raise ProtocolError("bad_value", f"scale {scale!r} rounds to {s!r} in acc_format "
                                              f"{self.fmts.acc!r}; it must stay finite and > 0")
@@ -261,7 +262,8 @@ class EmulatedBackend:
             self.qa[:] = 0.0
         else:
             self.qa = self.q.copy()
-        self.g_tilde = self.R(np.asarray(msg.full_grad, dtype=np.float64))
+        with np.errstate(over="ignore"):
+            self.g_tilde = self.R(np.asarray(msg.full_grad, dtype=np.float64))
         self.anchor = None if msg.anchor is None else self.R(np.asarray(msg.anchor, dtype=np.float64))
         self.counters["recentres"] += 1
         return {"scale": self.s}
@@ -280,25 +282,26 @@ class EmulatedBackend:
 
     def run_epoch(self, msg: RunEpoch) -> EpochReport:
         cfg, R, B = self.cfg, self.R, msg.batch_size
-        k = StepConstants(s=self.s, inv_s=float(R(np.array(1.0 / self.s))),
-                          alpha=float(R(np.array(msg.step_size))), lam=float(R(np.array(cfg.l2))),
-                          inv_b=float(R(np.array(1.0 / B))))
-        rng = LaneRNG(cfg.seed, msg.epoch, cfg.lanes) if cfg.rounding == "stochastic" else None
-        order = np.asarray(msg.order, dtype=np.int64)
-        q, saturations = self.q, 0
-        for t in range(msg.steps):
-            batch = order[t * B:(t + 1) * B]
-            if msg.algorithm == "svrg":
-                pb = None if self.anchor is None else self.anchor[batch]
-                t_step = svrg_step(cfg.problem, self.xq[batch], pb, q, self.qa, self.g_tilde, k, R)
-            else:
-                t_step = sgd_step(cfg.problem, self.xq[batch], self.y[batch], q, k, R)
-            if np.isnan(t_step).any():
-                # State is untouched: q is stored only after the whole epoch.
-                raise ProtocolError("bad_value", f"epoch {msg.epoch} step {t}: the update is NaN "
-                                    f"(the accumulator {self.fmts.acc!r} overflowed; step size too large?)")
-            q, sat = offset_update(q, t_step, self.fmts.offset, cfg.rounding, rng, cfg.rbits or None)
-            saturations += sat
+        with np.errstate(over="ignore"):
+            k = StepConstants(s=self.s, inv_s=float(R(np.array(1.0 / self.s))),
+                              alpha=float(R(np.array(msg.step_size))), lam=float(R(np.array(cfg.l2))),
+                              inv_b=float(R(np.array(1.0 / B))))
+            rng = LaneRNG(cfg.seed, msg.epoch, cfg.lanes) if cfg.rounding == "stochastic" else None
+            order = np.asarray(msg.order, dtype=np.int64)
+            q, saturations = self.q, 0
+            for t in range(msg.steps):
+                batch = order[t * B:(t + 1) * B]
+                if msg.algorithm == "svrg":
+                    pb = None if self.anchor is None else self.anchor[batch]
+                    t_step = svrg_step(cfg.problem, self.xq[batch], pb, q, self.qa, self.g_tilde, k, R)
+                else:
+                    t_step = sgd_step(cfg.problem, self.xq[batch], self.y[batch], q, k, R)
+                if np.isnan(t_step).any():
+                    # State is untouched: q is stored only after the whole epoch.
+                    raise ProtocolError("bad_value", f"epoch {msg.epoch} step {t}: the update is NaN (the "
+                                        f"accumulator {self.fmts.acc!r} overflowed; step size too large?)")
+                q, sat = offset_update(q, t_step, self.fmts.offset, cfg.rounding, rng, cfg.rbits or None)
+                saturations += sat
         self.q = q
         self.counters["epochs"] += 1
         self.counters["steps"] += msg.steps

@@ -55,7 +55,8 @@ def test_fp32_rounder_is_the_numerics_rne():
     rng = np.random.default_rng(3)
     v = np.concatenate([rng.standard_normal(2000) * 10.0 ** rng.integers(-45, 39, 2000),
                         [1e-46, 2 ** -149 * 1.5, 2 ** -149 * 2.5, 3.5e38, -1e39, 0.0, -0.0]])
-    fast = acc_rounder(parse_format("fp32"))(v)
+    with np.errstate(over="ignore"):
+        fast = acc_rounder(parse_format("fp32"))(v)
     np.testing.assert_array_equal(fast, quantize(v, "fp32"))
     assert np.array_equal(np.signbit(fast), np.signbit(quantize(v, "fp32")))
 
