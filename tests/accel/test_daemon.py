@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from protocol.channel import AcceleratorError, Client
+from protocol.channel import AcceleratorError, AcceleratorTimeout, Client
 from protocol.messages import (Configure, Fetch, Hello, LoadData, Promote, Recentre, RunEpoch,
                                Shutdown)
 
@@ -182,8 +182,10 @@ def test_daemon_survives_a_client_that_vanishes_mid_session(daemon):
     gone = Client(address, timeout=20)
     gone.request(Hello(client="first"))
     gone.request(configure())
-    gone.request(LoadData(start=0, x=X[:3], y=Y[:3]))
-    gone.close()                                     # no shutdown: the host just disappears
+    gone.request(LoadData(start=0, x=X, y=Y))
+    gone.request(recentre())
+    with pytest.raises(AcceleratorTimeout):          # leaves with a request in flight
+        gone.request(run_epoch(order=np.arange(N).repeat(300)), timeout=0.01)
     with Client(address, timeout=20) as c:
         c.request(Hello(client="second"))
         refused(c, run_epoch(), "bad_state", "configure first")   # a new session starts fresh
