@@ -33,14 +33,14 @@ batch element per step.
 """
 from __future__ import annotations
 
-import functools
 from collections import Counter
 
+import numba
 import numpy as np
 
 from protocol.formats import Format
 
-from .arith import add, check_exact, mul
+from .arith import add_arrays, check_exact, mul, rounder, words_for
 
 __all__ = ["accumulate", "dot"]
 
@@ -74,10 +74,9 @@ def accumulate(x, *, acc: "Format | str" = "fp32", chunk: int | None = None,
     """Sum ``x`` along its last axis in the fixed order of the module docstring.
 
     Returns float64: an array of ``x.shape[:-1]``, or a numpy scalar for 1-D ``x``.
-
-    Vectorised across the leading axes and across chunks; sequential along each sum.
+    ``rng`` (stochastic only): a LaneRNG, or a uint32 array of every word in draw order.
     """
-    fmt = check_exact(acc, rounding, rbits)
+    fmt, rd = rounder(acc, rounding, rbits)
     if chunk is not None and not (isinstance(chunk, (int, np.integer)) and chunk >= 1):
         raise ValueError(f"chunk must be a positive integer or None (no chunking); got {chunk!r}")
     x = np.asarray(x, dtype=np.float64)
@@ -87,38 +86,69 @@ def accumulate(x, *, acc: "Format | str" = "fp32", chunk: int | None = None,
     if n == 0:
         return np.zeros(lead)[()]
     rows = x.reshape(-1, n)
-    add_ = functools.partial(add, fmt=fmt, rounding=rounding, rng=rng, rbits=rbits)
+    n_rows = rows.shape[0]
     k = n if chunk is None else min(int(chunk), n)
     n_chunks = -(-n // k)
     tail = n - (n_chunks - 1) * k  # length of the last chunk, 1..k
-    blocks = np.zeros((rows.shape[0], n_chunks, k))
-    blocks.reshape(rows.shape[0], -1)[:, :n] = rows
-    partial = _sequential_sum(blocks, tail, add_, kahan)
-    if chunk is None:
-        result, adds = partial[:, 0], n
-    else:
-        result = _sequential_sum(partial[:, None, :], n_chunks, add_, kahan)[:, 0]
-        adds = n + n_chunks
+    blocks = np.zeros((n_rows, n_chunks, k))
+    blocks.reshape(n_rows, -1)[:, :n] = rows
+    ops = 4 if kahan else 1
+    # One rng.words call per operation of a step, for all the accumulators it advances.
+    sizes = [n_rows * (n_chunks if i < tail else n_chunks - 1) for i in range(k) for _ in range(ops)]
+    if chunk is not None:
+        sizes += [n_rows] * (n_chunks * ops)
+    words = words_for(rng, sizes, rounding)
+    result = _accumulate_kernel(blocks, tail, chunk is not None, kahan, words, rd)
     if counts is not None:
-        ops = rows.shape[0] * adds * (4 if kahan else 1)
-        counts[f"add {fmt!r}"] += ops
-        counts[f"round {fmt!r} {rounding}"] += ops
+        adds = n_rows * (n if chunk is None else n + n_chunks) * ops
+        counts[f"add {fmt!r}"] += adds
+        counts[f"round {fmt!r} {rounding}"] += adds
     return result.reshape(lead)[()]
 
 
-def _sequential_sum(blocks: np.ndarray, tail: int, add_, kahan: bool) -> np.ndarray:
-    """Sum ``blocks[b, j, :]`` in index order for all (b, j) at once; the last ``j`` has ``tail`` terms."""
+@numba.njit(cache=True)
+def _advance(s, c, x, kahan, words, at, rd):
+    """Every running sum s[l] (compensation c[l]) takes its term x[l]; returns the new (s, c).
+
+    Operation q of the step draws ``words[at + q·L : at + (q+1)·L]``, L = s.size.
+    """
+    n = s.size
+    if not kahan:
+        return add_arrays(s, x, words[at:at + n], rd), c
+    y = add_arrays(x, -c, words[at:at + n], rd)
+    t = add_arrays(s, y, words[at + n:at + 2 * n], rd)
+    d = add_arrays(t, -s, words[at + 2 * n:at + 3 * n], rd)
+    return t, add_arrays(d, -y, words[at + 3 * n:at + 4 * n], rd)
+
+
+@numba.njit(cache=True)
+def _accumulate_kernel(blocks, tail, chunked, kahan, words, rd):
+    """Step by step, each step vectorised over its active (row, chunk) accumulators in C order.
+
+    Within-chunk step i advances the first m = C (i < tail) or C - 1 chunks of every row;
+    then the partial-sum stage adds chunk j of every row at step j. Words are consumed in
+    that order, ``ops · (active accumulators)`` per step.
+    """
     n_rows, n_chunks, k = blocks.shape
+    ops = 4 if kahan else 1
     s = np.zeros((n_rows, n_chunks))
-    c = np.zeros((n_rows, n_chunks)) if kahan else None
+    c = np.zeros((n_rows, n_chunks))
+    at = 0
     for i in range(k):
         m = n_chunks if i < tail else n_chunks - 1
-        term = blocks[:, :m, i]
-        if kahan:
-            y = add_(term, -c[:, :m])
-            t = add_(s[:, :m], y)
-            c[:, :m] = add_(add_(t, -s[:, :m]), -y)
-            s[:, :m] = t
-        else:
-            s[:, :m] = add_(s[:, :m], term)
-    return s
+        run, comp, term = np.empty(n_rows * m), np.empty(n_rows * m), np.empty(n_rows * m)
+        for b in range(n_rows):
+            for j in range(m):
+                run[b * m + j], comp[b * m + j], term[b * m + j] = s[b, j], c[b, j], blocks[b, j, i]
+        run, comp = _advance(run, comp, term, kahan, words, at, rd)
+        for b in range(n_rows):
+            for j in range(m):
+                s[b, j], c[b, j] = run[b * m + j], comp[b * m + j]
+        at += ops * n_rows * m
+    if not chunked:
+        return s[:, 0].copy()
+    total, comp = np.zeros(n_rows), np.zeros(n_rows)
+    for j in range(n_chunks):
+        total, comp = _advance(total, comp, s[:, j].copy(), kahan, words, at, rd)
+        at += ops * n_rows
+    return total

@@ -32,8 +32,9 @@ import numpy as np
 
 from protocol.formats import PRESETS, BlockFormat, FixedFormat, Format, parse_format
 
-from .quantize import quantize
-from .rounding import mode_code, rbits_code
+from .quantize import _POW2, _element_params, _kernel, quantize
+from .rng import LaneRNG
+from .rounding import DOWN, mode_code, rbits_code
 
 __all__ = ["add", "mul", "check_exact"]
 
@@ -42,6 +43,8 @@ _SPLIT64 = 134217729.0  # 2^27 + 1: Veltkamp's constant for float64
 # TwoProd is error-free only if the error term neither underflows nor the split overflows.
 _TINY_PRODUCT = 2.0**-969
 _HUGE_FACTOR = 2.0**995
+_NO_BLOCK_SHIFT = np.zeros(1, dtype=np.int64)
+_NO_WORDS = np.zeros(0, dtype=np.uint32)
 
 
 def _precision(fmt: Format) -> int:
@@ -90,7 +93,7 @@ def _to_odd(s: float, e: float) -> float:
     return np.nextafter(s, math.inf if e > 0 else -math.inf)
 
 
-@numba.vectorize(["float64(float64, float64)"], cache=True)
+@numba.njit(cache=True)
 def _sum_to_odd(a: float, b: float) -> float:
     s = a + b
     bv = s - a  # Knuth's TwoSum: a + b == s + e exactly, with no condition on |a|, |b|
@@ -117,27 +120,72 @@ def _as_float64(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def rounder(fmt: "Format | str", rounding: str, rbits: int | None = None) -> tuple[Format, tuple]:
+    """(format, the ``rd`` argument of :func:`add_arrays`), after :func:`check_exact`."""
+    fmt = check_exact(fmt, rounding, rbits)
+    params = tuple(_element_params(fmt).values())  # positional, in _kernel's order
+    return fmt, (fmt == _FLOAT64, mode_code(rounding), rbits_code(rbits), params, _POW2)
+
+
+@numba.njit(cache=True)
+def add_arrays(a, b, words, rd):
+    """Compiled ``a + b`` (equal-size 1-D float64 arrays), each rounded once as ``rd`` says.
+
+    ``rd`` comes from :func:`rounder`; ``words``: one uint32 per element for stochastic
+    rounding (unused, and may be empty, otherwise). Rounds with quantize's own kernel.
+    """
+    native, mode, r, fp, pow2 = rd
+    n = a.size
+    out = np.empty(n)
+    if native:
+        for i in range(n):
+            out[i] = a[i] + b[i]
+        return out
+    x = np.empty(n)
+    for i in range(n):
+        x[i] = _sum_to_odd(a[i], b[i])
+    _kernel(x, x.view(np.int64), out, words, max(n, 1), _NO_BLOCK_SHIFT, mode, r, 52, 0x7FF, 1023,
+            fp[0], fp[1], fp[2], fp[3], fp[4], fp[5], fp[6], fp[7], fp[8], fp[9], fp[10], fp[11], pow2)
+    if mode == DOWN:
+        for i in range(n):
+            # IEEE 754: an exactly zero sum is -0 when rounding down, unless both operands are +0.
+            if x[i] == 0.0 and not (a[i] == 0.0 and b[i] == 0.0 and math.copysign(1.0, a[i]) > 0
+                                    and math.copysign(1.0, b[i]) > 0):
+                out[i] = -0.0
+    return out
+
+
+def words_for(rng, sizes: list[int], rounding: str) -> np.ndarray:
+    """The random words for roundings drawn in groups of ``sizes`` (one ``rng.words`` call each).
+
+    ``rng``: a LaneRNG, or a uint32 array holding all ``sum(sizes)`` words in draw order.
+    Deterministic modes draw nothing.
+    """
+    if rounding != "stochastic":
+        return _NO_WORDS
+    total = sum(sizes)
+    if isinstance(rng, LaneRNG):
+        return np.concatenate([rng.words(n) for n in sizes]) if sizes else _NO_WORDS
+    if isinstance(rng, np.ndarray) and rng.dtype == np.uint32 and rng.size == total:
+        return np.ascontiguousarray(rng).ravel()
+    raise ValueError("stochastic rounding needs rng=LaneRNG(...) or a uint32 array with one word per "
+                     f"rounding ({total}); got {type(rng).__name__}")
+
+
 def add(a, b, fmt: "Format | str", rounding: str = "nearest_even", rng=None,
         rbits: int | None = None) -> np.ndarray:
     """``a + b`` (float64 arrays, broadcast) rounded once into ``fmt``; returns float64.
 
     Signed zeros follow IEEE 754: an exactly zero sum of nonzero operands is +0, or -0 when
-    rounding down.
-
-    ``rng`` and ``rbits`` are passed to :func:`quantize` (stochastic rounding draws one word
-    per element of the broadcast result, in C order).
+    rounding down. Stochastic rounding draws one word per element of the broadcast result
+    (C order) from ``rng``: a LaneRNG or a uint32 array of that size; ``rbits`` as in
+    :func:`quantize`.
     """
-    fmt = check_exact(fmt, rounding, rbits)
-    a, b = _as_float64(a), _as_float64(b)
-    if fmt == _FLOAT64:
-        return a + b
-    x = _sum_to_odd(a, b)
-    out = quantize(x, fmt, rounding=rounding, rng=rng, rbits=rbits)
-    if rounding == "down":
-        # IEEE 754: an exactly zero sum is -0 when rounding down, unless both operands are +0.
-        plus_zeros = (a == 0) & (b == 0) & ~np.signbit(a) & ~np.signbit(b)
-        out = np.where((x == 0) & ~plus_zeros, -0.0, out)
-    return out
+    _, rd = rounder(fmt, rounding, rbits)
+    a, b = np.broadcast_arrays(_as_float64(a), _as_float64(b))
+    words = words_for(rng, [a.size], rounding)
+    out = add_arrays(np.ascontiguousarray(a).ravel(), np.ascontiguousarray(b).ravel(), words, rd)
+    return out.reshape(a.shape)
 
 
 def mul(a, b, fmt: "Format | str", rounding: str = "nearest_even", rng=None,
