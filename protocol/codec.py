@@ -108,8 +108,6 @@ def _plain(obj: Any) -> Any:
     raise TypeError(f"cannot encode {type(obj).__name__} in a protocol message")
 
 
-_packer_opts = {"use_bin_type": True, "default": _plain}
-
 
 def encode_parts(msg: Message, seq: int, session: str) -> tuple[dict, list]:
     """The header map and the tensor frames (zero-copy memoryviews when possible)."""
@@ -152,7 +150,10 @@ def encode(msg: Message, seq: int, session: str) -> list:
 
 
 def pack_header(header: dict) -> bytes:
-    return msgpack.packb(header, **_packer_opts)
+    try:
+        return msgpack.packb(header)
+    except TypeError:  # numpy scalars somewhere; the hook is slower, so only when needed
+        return msgpack.packb(header, default=_plain)
 
 
 def _nbytes(frame: Any) -> int:
@@ -166,31 +167,31 @@ def _no_ext(code: int, data: bytes) -> Any:
 
 def read_envelope(frames: Sequence[Any], limits: Limits = Limits()) -> Envelope:
     """Check frame count and sizes, unpack the header, check version and routing keys."""
-    if len(frames) == 0:
+    if not frames:
         raise ProtocolError("malformed", "empty message: no header frame")
     if len(frames) > limits.max_frames:
         raise ProtocolError("too_large", f"{len(frames)} frames, over the limit of {limits.max_frames}")
-    sizes = [_nbytes(f) for f in frames]
-    if sizes[0] > limits.max_header_bytes:
-        raise ProtocolError("too_large", f"header of {sizes[0]} bytes, over the limit of "
+    n = _nbytes(frames[0])
+    if n > limits.max_header_bytes:
+        raise ProtocolError("too_large", f"header of {n} bytes, over the limit of "
                                          f"{limits.max_header_bytes}")
-    if sum(sizes) > limits.max_message_bytes:
-        raise ProtocolError("too_large", f"message of {sum(sizes)} bytes, over the limit of "
+    total = n + sum(_nbytes(f) for f in frames[1:]) if len(frames) > 1 else n
+    if total > limits.max_message_bytes:
+        raise ProtocolError("too_large", f"message of {total} bytes, over the limit of "
                                          f"{limits.max_message_bytes}")
     try:
         # Lengths are bounded by the header's byte size, so a declared 2^32-element array
         # cannot make the unpacker allocate more than the header could hold.
-        n = sizes[0]
         header = msgpack.unpackb(frames[0], raw=False, strict_map_key=True, ext_hook=_no_ext,
                                  max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n,
                                  max_ext_len=n)
     except Exception as exc:  # msgpack raises many kinds (ValueError, ExtraData, StackError …)
         raise ProtocolError("malformed", f"header frame is not msgpack: {exc}") from None
-    if not isinstance(header, dict):
+    if type(header) is not dict:
         raise ProtocolError("malformed", f"header is a msgpack {type(header).__name__}, not a map")
     if "v" not in header:
         raise ProtocolError("malformed", "header has no protocol version 'v'")
-    if header["v"] != PROTOCOL_VERSION or isinstance(header["v"], bool):
+    if type(header["v"]) is not int or header["v"] != PROTOCOL_VERSION:
         raise ProtocolError("bad_version", f"protocol version {header['v']!r}; this side speaks "
                                            f"version {PROTOCOL_VERSION}")
     if header.keys() != _HEADER_KEYSET:
@@ -199,26 +200,31 @@ def read_envelope(frames: Sequence[Any], limits: Limits = Limits()) -> Envelope:
         raise ProtocolError("malformed", f"header keys must be {', '.join(HEADER_KEYS)}; "
                                          f"missing {missing}, extra {extra}")
     mtype, seq, session = header["type"], header["seq"], header["session"]
-    if not isinstance(mtype, str):
+    if type(mtype) is not str:
         raise ProtocolError("malformed", f"header 'type' is a {type(mtype).__name__}, not a str")
     if not (type(seq) is int and 0 <= seq < 2**64):
         raise ProtocolError("malformed", f"header 'seq' must be an int in [0, 2^64); got {seq!r}")
-    if not (isinstance(session, str) and len(session) <= MAX_SESSION_CHARS):
+    if not (type(session) is str and len(session) <= MAX_SESSION_CHARS):
         raise ProtocolError("malformed", f"header 'session' must be a str of at most "
                                          f"{MAX_SESSION_CHARS} characters")
-    if not isinstance(header["body"], dict):
+    if type(header["body"]) is not dict:
         raise ProtocolError("malformed", "header 'body' is not a map")
-    if not isinstance(header["tensors"], list):
+    if type(header["tensors"]) is not list:
         raise ProtocolError("malformed", "header 'tensors' is not a list")
     return Envelope(mtype, seq, session, header)
 
 
-def _check_scalar(where: str, spec: Scalar, value: Any) -> Any:
+def _check_scalar(mtype: str, name: str, spec: Scalar, value: Any) -> Any:
+    kind = spec.kind
+    # Fast path for the common, valid case; anything else gets the careful look below.
+    if type(value) is _KINDS[kind] and spec.lo is None and spec.hi is None and not spec.positive \
+            and spec.choices is None and not spec.format and kind != "float":
+        return value
+    where = f"{mtype}.{name}"
     if value is None:
         if spec.optional:
             return None
         raise ProtocolError("bad_type", f"{where}: nil, expected {spec.kind}")
-    kind = spec.kind
     ok = isinstance(value, _KINDS[kind]) and (kind == "bool" or not isinstance(value, bool))
     if kind == "float" and not ok and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True  # an integer literal is a fine float
@@ -299,7 +305,7 @@ def decode_message(env: Envelope, frames: Sequence[Any], limits: Limits = Limits
     values: dict[str, Any] = {}
     for name, spec in scalars.items():
         if name in body:
-            values[name] = _check_scalar(f"{env.type}.{name}", spec, body[name])
+            values[name] = _check_scalar(env.type, name, spec, body[name])
         elif not spec.optional:
             raise ProtocolError("missing_field", f"{env.type}.{name}: required field is missing")
     for name in body:
