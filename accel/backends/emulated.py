@@ -100,21 +100,38 @@ def _max_abs(fmt: FixedFormat | FloatFormat) -> float:
     return max(abs(fmt.min_value), fmt.max_value) if isinstance(fmt, FixedFormat) else fmt.max_value
 
 
-def check_exact_dot(data: FixedFormat | FloatFormat, offset: FixedFormat,
-                    n_features: int) -> None:
-    """Reject formats for which x_i · dq (step 2) would not be exact in float64.
+def _precision(fmt: FixedFormat | FloatFormat) -> int:
+    """Significant bits of the format's values (fixed: the word length, sign included)."""
+    return fmt.bits if isinstance(fmt, FixedFormat) else fmt.man_bits + 1
 
-    Every product is a multiple of u = quantum(data)·quantum(offset); the dot is exact when
-    n_features · max|x| · max|dq| < 2^53 · u (all partial sums are then integers times u
-    below 2^53) and u is not below float64's smallest normal number.
+
+def check_exact_products(data: FixedFormat | FloatFormat, offset: FixedFormat, acc: FloatFormat,
+                         n_features: int) -> None:
+    """Reject formats for which the kernels would round anything twice.
+
+    Step 2's dot x_i·dq: every product is a multiple of u = quantum(data)·quantum(offset), so the
+    dot is exact in float64 when n_features · max|x| · max|dq| < 2^53 · u and u is a normal
+    float64. The products that mix formats, s·s_i, x_i·r_i and s·dq, are exact in float64 (so
+    R rounds them once) when the operands' significant bits add up to at most 53; with an
+    fp64 accumulator float64 itself rounds them, once.
     """
     u = _quantum(data) * _quantum(offset)
-    max_dq = 2 * _max_abs(offset)
-    if u < 2.0 ** -1022 or n_features * _max_abs(data) * max_dq >= 2.0 ** 53 * u:
-        raise ProtocolError("bad_value", f"data_format {data!r} with offset_format {offset!r} and "
-                                         f"{n_features} features: the dot product x·q is not exact "
-                                         "in float64 (needs n_features·max|x|·max|dq| < 2^53·quantum); "
-                                         "use narrower fixed-point formats")
+    dot_bound = n_features * _max_abs(data) * 2 * _max_abs(offset) / u   # |s_i| / u
+    p_acc = 0 if acc == parse_format("fp64") else _precision(acc)
+    problems = []
+    if u < 2.0 ** -1022 or dot_bound >= 2.0 ** 53:
+        problems.append("the dot product x·q is not exact in float64 "
+                        "(needs n_features·max|x|·max|dq| < 2^53·quantum)")
+    elif p_acc and dot_bound >= 2.0 ** (53 - p_acc):
+        problems.append(f"s·(x·q) is not exact in float64 (the dot needs < {53 - p_acc} bits)")
+    if p_acc and p_acc + _precision(data) > 53:
+        problems.append("x·r is not exact in float64")
+    if p_acc and p_acc + offset.bits + 1 > 53:
+        problems.append("s·dq is not exact in float64")
+    if problems:
+        raise ProtocolError("bad_value", f"data_format {data!r}, offset_format {offset!r}, acc_format "
+                                         f"{acc!r} with {n_features} features: {'; '.join(problems)}; "
+                                         "use narrower formats")
 
 
 def acc_rounder(fmt: FloatFormat) -> Rounder:
@@ -223,7 +240,7 @@ class EmulatedBackend:
         offset = parse_offset_format(msg.offset_format)
         acc = parse_acc_format(msg.acc_format)
         check_rounding(msg.rounding)
-        check_exact_dot(data, offset, msg.n_features)
+        check_exact_products(data, offset, acc, msg.n_features)
         self.cfg = msg
         self.fmts = KernelFormats(data, offset, acc, msg.rounding, msg.rbits)
         self.R = acc_rounder(acc)
@@ -271,7 +288,7 @@ class EmulatedBackend:
     def promote(self, msg: Promote) -> dict:
         offset = parse_offset_format(msg.offset_format)
         acc = self.fmts.acc if msg.acc_format is None else parse_acc_format(msg.acc_format)
-        check_exact_dot(self.fmts.data, offset, self.cfg.n_features)
+        check_exact_products(self.fmts.data, offset, acc, self.cfg.n_features)
         self.q, sat_q = quantize(self.q, offset, return_saturated=True)
         self.qa, sat_a = quantize(self.qa, offset, return_saturated=True)
         self.fmts = KernelFormats(self.fmts.data, offset, acc, self.fmts.rounding, self.fmts.rbits)

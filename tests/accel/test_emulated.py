@@ -206,6 +206,7 @@ def test_general_accumulator_path_rounds_into_bf16():
     ("acc_format", "fixed<8,8>", "acc_format"), ("acc_format", "e8m30", "24 mantissa"),
     ("data_format", "mxfp8", "block formats"), ("offset_format", "fp32", "signed saturating"),
     ("offset_format", "fixed<1,7,wrap>", "signed saturating"), ("data_format", "fp32", "not exact"),
+    ("data_format", "fixed<2,30>", "x·r is not exact"), ("offset_format", "fixed<1,30>", "s·dq is not exact"),
     ("data_format", "fixed<9,9", "cannot parse"), ("rounding", "toward_zero", "nearest_even, stochastic")])
 def test_formats_it_cannot_run_exactly_are_refused(field, value, words):
     kwargs = {"data": "fixed<2,6>", "offset": "fixed<1,7>", "acc": "fp32", "rounding": "nearest_even"}
