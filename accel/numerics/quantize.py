@@ -49,6 +49,120 @@ def _bit_length(v: int) -> int:
     return n
 
 
+@njit(cache=True, inline="always")
+def _one(xv, u, word, mode, r, in_mb, in_emask, in_bias,
+         is_fixed, man_bits, emin_b, qsub_b, maxval_b, has_inf, ovf,
+         qfix_b, max_code, min_code, wl, wrap, pow2):
+    """One element: x's value ``xv`` and its bits ``u`` (signed int64) -> (result, overflowed)."""
+    neg = u < 0
+    ex = (u >> in_mb) & in_emask
+    frac = u & ((np.int64(1) << in_mb) - 1)
+    if ex == in_emask:  # inf or NaN
+        if frac != 0:
+            return np.nan, 0
+        if is_fixed:
+            return (min_code if neg else max_code) * pow2[qfix_b + _POW2_OFFSET], 1
+        if has_inf:
+            return (-np.inf if neg else np.inf), 1
+        if ovf == _OVF_NAN:
+            return np.nan, 1
+        return (-maxval_b if neg else maxval_b), 1
+    if ex == 0:
+        if frac == 0:
+            return (0.0 if (is_fixed or not neg) else -0.0), 0
+        sig = frac
+        lsb = 1 - in_bias - in_mb
+        e_x = lsb + _bit_length(frac) - 1
+    else:
+        sig = frac | (np.int64(1) << in_mb)
+        lsb = ex - in_bias - in_mb
+        e_x = ex - in_bias
+    if is_fixed:
+        q = qfix_b
+    elif e_x >= emin_b:
+        q = e_x - man_bits
+    else:
+        q = qsub_b
+    s = q - lsb
+    up = False
+    k = np.int64(0)
+    huge = False
+    if s <= 0:
+        if e_x - q >= 62:
+            huge = True
+        else:
+            k = sig << (-s)
+    else:
+        if s < 63:
+            k = sig >> s
+            rem = sig & ((np.int64(1) << s) - 1)
+        else:
+            rem = sig
+        if rem != 0:
+            if mode == NEAREST_EVEN or mode == NEAREST_AWAY:
+                if s <= 54 and (rem >> (s - 1)) & 1:
+                    if mode == NEAREST_AWAY:
+                        up = True
+                    else:
+                        up = (rem & ((np.int64(1) << (s - 1)) - 1)) != 0 or (k & 1) == 1
+            elif mode == STOCHASTIC:
+                if s >= r:
+                    d = s - r
+                    if d < 63:
+                        f = rem >> d
+                        sticky = (rem & ((np.int64(1) << d) - 1)) != 0
+                    else:
+                        f = np.int64(0)
+                        sticky = True
+                else:
+                    f = rem << (r - s)
+                    sticky = False
+                uu = np.int64(word >> np.uint32(32 - r))
+                if is_fixed and neg:
+                    # Fixed point rounds the two's-complement value from its floor:
+                    # the floor-based fraction of -|v| is 2^r - f - sticky.
+                    up = uu < f + sticky
+                else:
+                    up = f + uu >= (np.int64(1) << r)
+            elif mode == UP:
+                up = not neg
+            elif mode == DOWN:
+                up = neg
+            elif mode == ODD:
+                k |= 1
+    if up:
+        k += 1
+    if is_fixed:
+        wl_mask = (np.int64(1) << wl) - 1
+        if huge:
+            over = True
+            kmod = np.int64(0) if -s >= wl else ((sig & ((np.int64(1) << (wl + s)) - 1)) << (-s))
+        else:
+            over = k > -min_code if neg else k > max_code
+            kmod = k & wl_mask
+        code = -k if neg else k
+        if over:
+            if wrap:
+                code = ((-kmod) & wl_mask) if neg else kmod
+                if min_code < 0 and code > max_code:
+                    code -= np.int64(1) << wl
+            else:
+                code = min_code if neg else max_code
+        return code * pow2[q + _POW2_OFFSET], 1 if over else 0
+    mag = abs(xv) if s <= 0 else k * pow2[q + _POW2_OFFSET]
+    if mag > maxval_b:
+        # IEEE 754: modes that round toward zero never reach infinity.
+        toward_zero = mode == TOWARD_ZERO or mode == ODD or (mode == UP and neg) or (mode == DOWN and not neg)
+        if ovf == _OVF_SAT or toward_zero:
+            mag = maxval_b
+        elif ovf == _OVF_INF:
+            mag = np.inf
+        else:
+            return np.nan, 1
+        return (-mag if neg else mag), 1
+    return (-mag if neg else mag), 0
+
+
 @njit(cache=True)
 def _kernel(x, bits, out, words, block, xs, mode, r,
             in_mb, in_emask, in_bias,
@@ -61,139 +175,77 @@ def _kernel(x, bits, out, words, block, xs, mode, r,
     """
     n = x.shape[0]
     count = 0
-    frac_mask = (np.int64(1) << in_mb) - 1
-    one_r = np.int64(1) << r
-    towards_zero_on_overflow = mode == TOWARD_ZERO or mode == ODD
-    wl_mask = (np.int64(1) << wl) - 1
+    stochastic = mode == STOCHASTIC
     nblocks = (n + block - 1) // block
     for b in range(nblocks):
         xb = xs[b]
-        scale = pow2[xb + _POW2_OFFSET]
-        emin_b = emin + xb
-        qsub_b = qsub + xb
-        qfix_b = qfix + xb
-        maxval_b = maxval * scale
-        stop = min(n, (b + 1) * block)
-        for i in range(b * block, stop):
-            u = np.int64(bits[i])
-            neg = u < 0
-            ex = (u >> in_mb) & in_emask
-            frac = u & frac_mask
-            if ex == in_emask:  # inf or NaN
-                if frac != 0:
-                    out[i] = np.nan
-                    continue
-                count += 1
-                if is_fixed:
-                    out[i] = (min_code if neg else max_code) * pow2[qfix_b + _POW2_OFFSET]
-                elif has_inf:
-                    out[i] = -np.inf if neg else np.inf
-                elif ovf == _OVF_NAN:
-                    out[i] = np.nan
-                else:
-                    out[i] = -maxval_b if neg else maxval_b
-                continue
-            if ex == 0:
-                if frac == 0:
-                    out[i] = 0.0 if (is_fixed or not neg) else -0.0
-                    continue
-                sig = frac
-                lsb = 1 - in_bias - in_mb
-                e_x = lsb + _bit_length(frac) - 1
-            else:
-                sig = frac | (np.int64(1) << in_mb)
-                lsb = ex - in_bias - in_mb
-                e_x = ex - in_bias
-            if is_fixed:
-                q = qfix_b
-            elif e_x >= emin_b:
-                q = e_x - man_bits
-            else:
-                q = qsub_b
-            s = q - lsb
-            up = False
-            inexact = False
-            k = np.int64(0)
-            huge = False
-            if s <= 0:
-                if e_x - q >= 62:
-                    huge = True
-                else:
-                    k = sig << (-s)
-            else:
-                if s < 63:
-                    k = sig >> s
-                    rem = sig & ((np.int64(1) << s) - 1)
-                else:
-                    rem = sig
-                inexact = rem != 0
-                if inexact:
-                    if mode == NEAREST_EVEN or mode == NEAREST_AWAY:
-                        if s <= 54:
-                            half = (rem >> (s - 1)) & 1
-                            if half:
-                                if mode == NEAREST_AWAY:
-                                    up = True
-                                else:
-                                    up = (rem & ((np.int64(1) << (s - 1)) - 1)) != 0 or (k & 1) == 1
-                    elif mode == STOCHASTIC:
-                        if s >= r:
-                            d = s - r
-                            if d < 63:
-                                f = rem >> d
-                                sticky = (rem & ((np.int64(1) << d) - 1)) != 0
-                            else:
-                                f = np.int64(0)
-                                sticky = True
-                        else:
-                            f = rem << (r - s)
-                            sticky = False
-                        uu = np.int64(words[i] >> np.uint32(32 - r))
-                        if is_fixed and neg:
-                            # Fixed point rounds the two's-complement value from its floor:
-                            # the floor-based fraction of -|v| is 2^r - f - sticky.
-                            up = uu < f + sticky
-                        else:
-                            up = f + uu >= one_r
-                    elif mode == UP:
-                        up = not neg
-                    elif mode == DOWN:
-                        up = neg
-                    elif mode == ODD:
-                        k |= 1
-            if up:
-                k += 1
-            if is_fixed:
-                if huge:
-                    over = True
-                    kmod = np.int64(0) if -s >= wl else ((sig & ((np.int64(1) << (wl + s)) - 1)) << (-s))
-                else:
-                    over = k > -min_code if neg else k > max_code
-                    kmod = k & wl_mask
-                code = -k if neg else k
-                if over:
-                    count += 1
-                    if wrap:
-                        code = ((-kmod) & wl_mask) if neg else kmod
-                        if min_code < 0 and code > max_code:
-                            code -= np.int64(1) << wl
-                    else:
-                        code = min_code if neg else max_code
-                out[i] = code * pow2[q + _POW2_OFFSET]
-            else:
-                mag = abs(np.float64(x[i])) if s <= 0 else k * pow2[q + _POW2_OFFSET]
-                if mag > maxval_b:
-                    count += 1
-                    # IEEE 754: modes that round toward zero never reach infinity.
-                    if ovf == _OVF_SAT or towards_zero_on_overflow or (mode == UP and neg) or (mode == DOWN and not neg):
-                        mag = maxval_b
-                    elif ovf == _OVF_INF:
-                        mag = np.inf
-                    else:
-                        out[i] = np.nan
-                        continue
-                out[i] = -mag if neg else mag
+        maxval_b = maxval * pow2[xb + _POW2_OFFSET]
+        for i in range(b * block, min(n, (b + 1) * block)):
+            v, over = _one(np.float64(x[i]), np.int64(bits[i]), words[i] if stochastic else np.uint32(0),
+                           mode, r, in_mb, in_emask, in_bias, is_fixed, man_bits, emin + xb, qsub + xb,
+                           maxval_b, has_inf, ovf, qfix + xb, max_code, min_code, wl, wrap, pow2)
+            out[i] = v
+            count += over
     return count
+
+
+@njit(cache=True)
+def _fast_nearest_even(bits, out_bits, s, lo, inf_bits, max_bits, abs_mask):
+    """Branch-free round-to-nearest-even of the target's normal range on the input's own bits
+    (adding 2^(s-1) - 1 + lsb carries into the exponent exactly as rounding does). Elements
+    outside that range (or overflowing, inf, NaN) get the sentinel 0 and count as slow; 0 is never a
+    result here because every handled magnitude is >= lo > 0."""
+    slow = 0
+    keep = ~((np.int64(1) << s) - 1)
+    half_m1 = (np.int64(1) << (s - 1)) - 1
+    for i in range(bits.shape[0]):
+        u = np.int64(bits[i])
+        a = u & abs_mask
+        rr = (a + half_m1 + ((a >> s) & 1)) & keep
+        ok = (a >= lo) & (a < inf_bits) & (rr <= max_bits)
+        out_bits[i] = (rr | (u & ~abs_mask)) if ok else 0
+        slow += not ok
+    return slow
+
+
+@njit(cache=True)
+def _fast_stochastic(bits, out_bits, words, r, s, lo, inf_bits, max_bits, abs_mask):
+    """Branch-free bit-add stochastic rounding of the target's normal range; as above."""
+    slow = 0
+    low = (np.int64(1) << s) - 1
+    one_r = np.int64(1) << r
+    for i in range(bits.shape[0]):
+        u = np.int64(bits[i])
+        a = u & abs_mask
+        rem = a & low
+        f = (rem >> (s - r)) if s >= r else (rem << (r - s))
+        up = (f + np.int64(words[i] >> np.uint32(32 - r))) >= one_r
+        rr = ((a >> s) + up) << s
+        ok = (a >= lo) & (a < inf_bits) & (rr <= max_bits)
+        out_bits[i] = (rr | (u & ~abs_mask)) if ok else 0
+        slow += not ok
+    return slow
+
+
+@njit(cache=True)
+def _finish_slow(x, bits, out, out_bits, words, mode, r, in_mb, in_emask, in_bias,
+                 is_fixed, man_bits, emin, qsub, maxval, has_inf, ovf,
+                 qfix, max_code, min_code, wl, wrap, pow2):
+    """The general path for the elements a fast kernel marked with the sentinel 0."""
+    count = 0
+    stochastic = mode == STOCHASTIC
+    for i in range(x.shape[0]):
+        if out_bits[i] == 0:
+            v, over = _one(np.float64(x[i]), np.int64(bits[i]), words[i] if stochastic else np.uint32(0),
+                           mode, r, in_mb, in_emask, in_bias, is_fixed, man_bits, emin, qsub,
+                           maxval, has_inf, ovf, qfix, max_code, min_code, wl, wrap, pow2)
+            out[i] = v
+            count += over
+    return count
+
+
+def _bits_of(value: float, dtype: np.dtype) -> int:
+    return int(np.array(value, dtype=dtype).view(_INPUT_LAYOUT[dtype][0]))
 
 
 def _float32_problem(fmt: FloatFormat | FixedFormat) -> str | None:
@@ -319,8 +371,30 @@ def quantize(x, fmt: Format | str, rounding: str = "nearest_even", rng=None, rbi
         block = max(1, n)
     view, in_mb, in_emask, in_bias = _INPUT_LAYOUT[flat.dtype]
     out = np.empty_like(flat)
+    params = _element_params(element)
+    shift = in_mb - element.man_bits if isinstance(element, FloatFormat) else 0
+    # man_bits = 0 is left to the general path: its ties go to the even significand K, not to
+    # the even exponent field that the bit trick would pick (docs/numerics.md).
+    if (not isinstance(fmt, BlockFormat) and shift > 0 and element.man_bits > 0
+            and mode in (NEAREST_EVEN, STOCHASTIC)):
+        # Fast path over the target's normal range, then the general path for the rest.
+        bits, out_bits = flat.view(view), out.view(view)
+        lo = max(_bits_of(element.min_normal, flat.dtype), 1 << in_mb)
+        max_bits = _bits_of(element.max_value, flat.dtype)
+        abs_mask = (1 << (in_mb + in_emask.bit_length())) - 1
+        inf_bits = in_emask << in_mb
+        if mode == NEAREST_EVEN:
+            slow = _fast_nearest_even(bits, out_bits, shift, lo, inf_bits, max_bits, abs_mask)
+        else:
+            slow = _fast_stochastic(bits, out_bits, words, r, shift, lo, inf_bits, max_bits, abs_mask)
+        count = 0
+        if slow:
+            count = _finish_slow(flat, bits, out, out_bits, words, mode, r, in_mb, in_emask, in_bias,
+                                 pow2=_POW2, **params)
+        result = restore(out)
+        return (result, int(count)) if return_saturated else result
     count = _kernel(flat, flat.view(view), out, words, block, xs, mode, r, in_mb, in_emask, in_bias,
-                    pow2=_POW2, **_element_params(element))
+                    pow2=_POW2, **params)
     if isinstance(fmt, BlockFormat) and n:
         nan_blocks = np.isnan(np.pad(flat, (0, len(xs) * block - n)).reshape(len(xs), block)).any(axis=1)
         if nan_blocks.any():  # OCP MX: a NaN scale makes the whole block NaN
