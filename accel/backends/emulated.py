@@ -289,13 +289,23 @@ class EmulatedBackend:
         offset = parse_offset_format(msg.offset_format)
         acc = self.fmts.acc if msg.acc_format is None else parse_acc_format(msg.acc_format)
         check_exact_products(self.fmts.data, offset, acc, self.cfg.n_features)
+        R = acc_rounder(acc)
+        if acc != self.fmts.acc:
+            # Stored accumulator-format operands move to the new format (validated before any change).
+            with np.errstate(over="ignore"):
+                s = float(R(np.array(self.s)))
+            if not (np.isfinite(s) and s > 0):
+                raise ProtocolError("bad_value", f"the scale {self.s!r} rounds to {s!r} in acc_format {acc!r}")
+            self.s, self.g_tilde, self.y = s, R(self.g_tilde), R(self.y) if self.cfg.problem == "linear" else self.y
+            self.anchor = None if self.anchor is None else R(self.anchor)
         self.q, sat_q = quantize(self.q, offset, return_saturated=True)
         self.qa, sat_a = quantize(self.qa, offset, return_saturated=True)
         self.fmts = KernelFormats(self.fmts.data, offset, acc, self.fmts.rounding, self.fmts.rbits)
-        self.R = acc_rounder(acc)
+        self.R = R
         self.counters["saturations"] += sat_q + sat_a
         self.counters["promotes"] += 1
-        return {"saturations": sat_q + sat_a, "offset_format": repr(offset), "acc_format": repr(acc)}
+        return {"saturations": sat_q + sat_a, "offset_format": repr(offset), "acc_format": repr(acc),
+                "scale": self.s}
 
     def run_epoch(self, msg: RunEpoch) -> EpochReport:
         cfg, R, B = self.cfg, self.R, msg.batch_size

@@ -181,11 +181,16 @@ def test_saturation_is_counted():
 
 def test_promote_widens_exactly_and_counts_narrowing():
     b = configure("linear", n=1, f=2, offset="fixed<3,5>")
+    b.load_data(LoadData(start=0, x=np.ones((1, 2)), y=np.zeros(1)))
     b.q[:] = [[3.5], [-0.15625]]
     assert b.promote(Promote(offset_format="fixed<4,8>"))["saturations"] == 0
     assert b.q.tolist() == [[3.5], [-0.15625]]
+    b.recentre(Recentre(full_grad=np.array([[1 / 3], [0.1]]), anchor=None, scale=None))   # q_a ← q
     info = b.promote(Promote(offset_format="fixed<1,3>", acc_format="bf16"))
-    assert info["saturations"] == 1 and b.q.tolist() == [[0.875], [-0.125]]
+    assert info["saturations"] == 2                  # 3.5 clamps to 0.875 in q and in q_a
+    assert b.q.tolist() == b.qa.tolist() == [[0.875], [-0.125]]
+    # g̃ moves into the new accumulator format: bf16 keeps 8 significant bits
+    assert b.g_tilde.tolist() == quantize(np.array([[1 / 3], [0.1]]), "bf16").tolist()
     assert b.fetch().offset_format == "fixed<1,3>"
 
 
