@@ -1,0 +1,1 @@
+"""Accelerator backends: ``emulated`` (numpy, kernel spec v1 of docs/accelerator.md)."""
