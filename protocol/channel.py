@@ -86,6 +86,15 @@ def _recv(sock: zmq.Socket, small: int) -> list:
     return frames
 
 
+def _send(sock: zmq.Socket, small: list[bytes], tensors: list) -> None:
+    """Send ``small`` frames by copy (cheapest for a few bytes) and tensors without copying."""
+    last = len(small) - 1
+    for i, frame in enumerate(small):
+        sock.send(frame, zmq.SNDMORE if tensors or i < last else 0)
+    if tensors:
+        sock.send_multipart(tensors, copy=False)
+
+
 def _tune(sock: zmq.Socket) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
@@ -126,7 +135,7 @@ class Client:
         timeout = self.timeout if timeout is None else timeout
         seq = 1 if isinstance(msg, Hello) else self._seq + 1
         header, frames = encode_parts(msg, seq, self.session)
-        self._sock.send_multipart([pack_header(header), *frames], copy=False)
+        _send(self._sock, [pack_header(header)], frames)
         self._seq = seq
         if self._tap:
             self._tap(TapEvent(time.time(), "h2a", header, frames))
@@ -299,7 +308,7 @@ class Server:
                                                 seq if env else -1), seq, session)
             packed = pack_header(header)
         # No ROUTER_MANDATORY: a reply to a client that vanished is dropped, not an error.
-        self._sock.send_multipart([ident, packed, *frames], copy=False)
+        _send(self._sock, [ident, packed], frames)
         if self._tap:
             self._tap(TapEvent(time.time(), "a2h", header, frames))
 
