@@ -86,13 +86,13 @@ def _recv(sock: zmq.Socket, small: int) -> list:
     return frames
 
 
-def _send(sock: zmq.Socket, small: list[bytes], tensors: list) -> None:
-    """Send ``small`` frames by copy (cheapest for a few bytes) and tensors without copying."""
+def _send(sock: zmq.Socket, small: list[bytes], tensors: list, *, copy_tensors: bool) -> None:
+    """Send ``small`` frames by copy (cheapest for a few bytes), then the tensors."""
     last = len(small) - 1
     for i, frame in enumerate(small):
         sock.send(frame, zmq.SNDMORE if tensors or i < last else 0)
     if tensors:
-        sock.send_multipart(tensors, copy=False)
+        sock.send_multipart(tensors, copy=copy_tensors)
 
 
 def _tune(sock: zmq.Socket) -> None:
@@ -135,7 +135,9 @@ class Client:
         timeout = self.timeout if timeout is None else timeout
         seq = 1 if isinstance(msg, Hello) else self._seq + 1
         header, frames = encode_parts(msg, seq, self.session)
-        _send(self._sock, [pack_header(header)], frames)
+        # Zero-copy is safe here: the caller's arrays cannot change before the reply arrives,
+        # and the reply arrives after the request has left.
+        _send(self._sock, [pack_header(header)], frames, copy_tensors=False)
         self._seq = seq
         if self._tap:
             self._tap(TapEvent(time.time(), "h2a", header, frames))
@@ -308,7 +310,9 @@ class Server:
                                                 seq if env else -1), seq, session)
             packed = pack_header(header)
         # No ROUTER_MANDATORY: a reply to a client that vanished is dropped, not an error.
-        _send(self._sock, [ident, packed], frames)
+        # Reply tensors are copied: the handler may return views of state that the next
+        # request changes while ZeroMQ is still sending.
+        _send(self._sock, [ident, packed], frames, copy_tensors=True)
         if self._tap:
             self._tap(TapEvent(time.time(), "a2h", header, frames))
 
