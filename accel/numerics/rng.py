@@ -31,11 +31,21 @@ def _step(x: np.uint32) -> np.uint32:
 @njit(cache=True)
 def _draw(states: np.ndarray, n: int, out: np.ndarray) -> None:
     lanes = states.shape[0]
-    for k in range(n):
-        lane = k % lanes
-        x = _step(states[lane])
-        states[lane] = x
-        out[k] = x
+    st = states.copy()  # a private copy: the compiler can see it does not alias ``out``
+    rounds = n // lanes
+    grid = out[: rounds * lanes].reshape(rounds, lanes)
+    # Round by round: the lanes of one round are independent, so the inner loop vectorises.
+    for j in range(rounds):
+        row = grid[j]
+        for lane in range(lanes):
+            x = _step(st[lane])
+            st[lane] = x
+            row[lane] = x
+    for lane in range(n - rounds * lanes):
+        x = _step(st[lane])
+        st[lane] = x
+        out[rounds * lanes + lane] = x
+    states[:] = st
 
 
 def lane_seed(seed: int, epoch: int, lane: int) -> int:
