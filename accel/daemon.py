@@ -20,7 +20,7 @@ import threading
 
 import numpy as np
 
-from accel.backends.emulated import OFFSET_ROUNDINGS, EmulatedBackend
+from accel.backends.emulated import MAX_OFFSET_BITS, OFFSET_ROUNDINGS, EmulatedBackend
 from protocol.channel import Server
 from protocol.codec import Limits, ProtocolError
 from protocol.formats import PRESETS, BlockFormat
@@ -39,8 +39,12 @@ MAX_ELEMENTS = 1 << 25
 
 STATES = ("fresh", "configured", "loaded", "anchored")
 
-FORMATS = ["fixed<IL,FL>", "ufixed<IL,FL>", "eXmY", "eXmYfn", "float<E,M,...>",
-           *[name for name, fmt in PRESETS.items() if not isinstance(fmt, BlockFormat)]]
+# What each format role accepts (Capabilities.formats; the checks are in accel.backends.emulated).
+FORMATS = ["data: fixed<IL,FL>, ufixed<IL,FL>, or a float format (eXmY, eXmYfn, float<E,M,...>, "
+           + ", ".join(name for name, fmt in PRESETS.items() if not isinstance(fmt, BlockFormat)) + ")",
+           f"offset: fixed<IL,FL> (signed, saturating), IL+FL <= {MAX_OFFSET_BITS}",
+           "acc: fp64, or a float format with at most 24 mantissa bits (fp32, bf16, fp16, ...)",
+           "all: the exactness conditions of docs/accelerator.md"]
 
 
 class Daemon:
