@@ -102,6 +102,36 @@ def test_svrg_kernel_matches_direct_float64(problem, c):
     assert np.abs(q).max() > 1e-3  # the comparison is not between two zero offsets
 
 
+@pytest.mark.parametrize("problem,c", [("softmax", 3), ("logistic", 1), ("linear", 1)])
+def test_sgd_kernel_matches_direct_float64(problem, c):
+    """fp64 accumulator, RNE offsets on a fine grid: the sgd kernel is plain minibatch SGD on w = s·q."""
+    rng = np.random.default_rng(8)
+    n, f, lam, alpha, s, fl = 12, 4, 0.1, 0.3, 0.5, 30
+    x = quantize(rng.uniform(-1, 1, (n, f)), "fixed<2,6>")
+    if problem == "softmax":
+        y = rng.integers(0, c, n)
+        residual = lambda a, yb: _softmax(a) - np.eye(c)[yb]
+    elif problem == "logistic":
+        y = rng.integers(0, 2, n)
+        residual = lambda a, yb: 1 / (1 + np.exp(-a)) - yb[:, None]
+    else:
+        y = rng.standard_normal(n)
+        residual = lambda a, yb: a - yb[:, None]
+    b = configure(problem, n=n, f=f, c=c, offset=f"fixed<2,{fl}>", acc="fp64", l2=lam, scale=s)
+    b.load_data(LoadData(start=0, x=x, y=y.astype(float)))
+    order = rng.integers(0, n, 30)
+    run(b, "sgd", order, step_size=alpha, batch=3)
+
+    q = np.zeros((f, c))
+    for t in range(10):
+        idx = order[3 * t:3 * t + 3]
+        w = s * q
+        grad = x[idx].T @ residual(x[idx] @ w, y[idx]) / 3 + lam * w
+        q = np.round((q - alpha * grad / s) * 2.0 ** fl) / 2.0 ** fl
+    np.testing.assert_allclose(b.fetch().offset, q, rtol=0, atol=2.0 ** -fl)
+    assert np.abs(q).max() > 1e-2
+
+
 def _halp_gap(algorithm: str, epochs: int) -> float:
     """Least squares, b = 8 offsets: relative loss gap after ``epochs`` host outer loops."""
     rng = np.random.default_rng(0)
