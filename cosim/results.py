@@ -42,19 +42,18 @@ def toml_dumps(table: dict) -> str:
 class ResultsDir:
     """The directory one run writes; see the module docstring."""
 
-    def __init__(self, path: Path, config: dict) -> None:
+    def __init__(self, path: Path, config: dict, derived: dict | None = None) -> None:
         self._path = path
         self._records: list[dict] = []
-        (path / "config.toml").write_text(
-            "# resolved configuration of this run; rerun with: cosim run --config config.toml\n"
-            + toml_dumps(config))
+        self.write_config(config, derived)
         self._csv = open(path / "metrics.csv", "w", newline="")
         self._writer = csv.DictWriter(self._csv, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         self._writer.writeheader()
         self._csv.flush()
 
     @classmethod
-    def create(cls, root: str | Path, *, name: str, config: dict) -> "ResultsDir":
+    def create(cls, root: str | Path, *, name: str, config: dict,
+               derived: dict | None = None) -> "ResultsDir":
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         base = Path(root) / f"{name}-{stamp}"
         path, k = base, 1
@@ -62,7 +61,7 @@ class ResultsDir:
             k += 1
             path = base.with_name(f"{base.name}-{k}")
         path.mkdir(parents=True)
-        return cls(path, config)
+        return cls(path, config, derived)
 
     @property
     def path(self) -> Path:
@@ -80,6 +79,20 @@ class ResultsDir:
         self._records.append(record)
         self._writer.writerow(record)
         self._csv.flush()
+
+    def write_config(self, config: dict, derived: dict | None = None) -> None:
+        """Settings as TOML (a valid ``--config``); ``derived`` values as comments below them."""
+        notes = "".join(f"# {line}" for line in toml_dumps(derived or {}).splitlines(True))
+        (self._path / "config.toml").write_text(
+            "# resolved configuration of this run; rerun with: cosim run --config config.toml\n"
+            + toml_dumps(config) + ("# derived from the data and the reference optimum:\n" + notes
+                                    if notes else ""))
+
+    def save_weights(self, weights: dict) -> None:
+        """Final float64 weights per algorithm, bit for bit (``weights.npz``)."""
+        import numpy as np
+
+        np.savez(self._path / "weights.npz", **weights)
 
     def finish(self, *, status: str, reference: dict | None = None, title: str = "") -> None:
         self._csv.close()
@@ -99,6 +112,7 @@ def _jsonable(v: Any) -> Any:
 def plot_convergence(records: list[dict], path: Path, *, title: str = "") -> None:
     """Relative loss gap against epoch (log scale), one line per algorithm; bits underneath."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -112,6 +126,9 @@ def plot_convergence(records: list[dict], path: Path, *, title: str = "") -> Non
         epochs = [r["epoch"] for r in rs]
         ax.semilogy(epochs, [max(r["gap"], GAP_FLOOR) for r in rs], marker="o", ms=3, label=alg)
         axb.step(epochs, [r["bits"] for r in rs], where="post", label=alg)
+    axb.set_yscale("log", base=2)
+    axb.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axb.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.axhline(1e-10, color="grey", lw=0.8, ls="--")
     ax.set_ylabel("relative loss gap (f − f*) / |f*|")
     ax.grid(True, which="major", alpha=0.3)

@@ -1,0 +1,322 @@
+"""The ``cosim`` command line.
+
+    cosim run                                  # digits, softmax, HALP at 8 bits, emulated backend
+    cosim run --algorithm svrg,halp,lpsgd --epochs 25 --out runs
+    cosim run --config my-run.toml --bits 6    # flags override the file
+    cosim accel --bind tcp://0.0.0.0:5555      # one machine ...
+    cosim host --connect tcp://accel-box:5555  # ... and another
+    cosim trace show runs/<run>/trace.cosim
+"""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Host–accelerator co-simulation of low-precision training (HALP, SVRG, LP-SGD).")
+trace_app = typer.Typer(no_args_is_help=True, help="Inspect run traces.")
+app.add_typer(trace_app, name="trace")
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+BACKENDS = ("emulated",)
+TRANSPORTS = ("ipc", "tcp")
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: printed as one clear line, exit code 2."""
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+# ---- configuration --------------------------------------------------------------------
+
+def _train_fields() -> dict[str, dataclasses.Field]:
+    from host.train import TrainConfig
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+RUN_KEYS = {"backend": "emulated", "out": "runs", "name": None, "transport": "ipc"}
+
+
+def _settable() -> set[str]:
+    return set(_train_fields()) | set(RUN_KEYS)
+
+
+def _split_settable(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(settings a --config file may hold, values derived from them)."""
+    keys = _settable()
+    return ({k: v for k, v in config.items() if k in keys},
+            {k: v for k, v in config.items() if k not in keys})
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """A TOML run config: keys are TrainConfig fields or run keys, '-' or '_' alike."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+    known = _settable()
+    out = {}
+    for key, value in raw.items():
+        k = key.replace("-", "_")
+        k = "algorithms" if k == "algorithm" else k
+        if k not in known:
+            raise UserError(f"config file {path}: unknown key {key!r}; valid keys: "
+                            + ", ".join(sorted(known)))
+        out[k] = value
+    return out
+
+
+def resolve(flags: dict[str, Any], config_file: Optional[Path]) -> tuple[Any, dict[str, Any]]:
+    """Defaults < config file < flags given on the command line → (TrainConfig, run settings)."""
+    from host.train import TrainConfig
+
+    merged: dict[str, Any] = load_config_file(config_file) if config_file else {}
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    if isinstance(merged.get("algorithms"), str):
+        merged["algorithms"] = tuple(a.strip() for a in merged["algorithms"].split(",") if a.strip())
+    elif "algorithms" in merged:
+        merged["algorithms"] = tuple(merged["algorithms"])
+    run = {k: merged.pop(k, default) for k, default in RUN_KEYS.items()}
+    if run["backend"] not in BACKENDS:
+        raise UserError(f"unknown backend {run['backend']!r}; available: {', '.join(BACKENDS)} "
+                        "(rtl and fpga backends are not built yet)")
+    if run["transport"] not in TRANSPORTS:
+        raise UserError(f"unknown transport {run['transport']!r}; choose {' or '.join(TRANSPORTS)}")
+    try:
+        cfg = TrainConfig(**merged)
+        run["resolved"] = {**cfg.resolved(), **run}  # validates, and loads the data: a bad .npz is a user error here
+    except (TypeError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    return cfg, run
+
+
+# ---- the training commands --------------------------------------------------------------
+
+def _fmt(v: Any, spec: str = ".3e") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _print_epoch(r: dict) -> None:
+    console.print(f"{r['algorithm']:>7} {r['epoch']:>5}  {_fmt(r['loss'], '.10f')}  "
+                  f"{_fmt(r['gap'])}  {_fmt(r['grad_norm'])}  {r['bits']:>4}  {r['seconds']:8.2f}")
+
+
+def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
+    """Run training against ``connect`` or a daemon launched here; write the results directory."""
+    from cosim.launch import AcceleratorDied, AcceleratorProcess, free_tcp_address, ipc_address, watch
+    from cosim.results import ResultsDir
+    from cosim.trace import TraceWriter
+    from host.train import ACCELERATOR_ALGORITHMS, train
+
+    resolved = run.pop("resolved")
+    name = run["name"] or f"{Path(cfg.dataset).stem}-{cfg.model}"
+    settings, derived = _split_settable(resolved)
+    results = ResultsDir.create(run["out"], name=name, config=settings, derived=derived)
+    needs_accel = any(a in ACCELERATOR_ALGORITHMS for a in cfg.algorithms)
+    console.print(f"[bold]cosim[/] {', '.join(cfg.algorithms)} on {cfg.dataset}/{cfg.model}, "
+                  f"{cfg.bits} bits, seed {cfg.seed} → {results.path}")
+    status, reference, accel = "failed", None, None
+    tmp = tempfile.TemporaryDirectory(prefix="cosim-")
+    try:
+        with TraceWriter(results.trace_path, config=resolved, seed=cfg.seed) as trace:
+            if needs_accel and connect is None:
+                address = (ipc_address(Path(tmp.name)) if run["transport"] == "ipc"
+                           else free_tcp_address())
+                accel = AcceleratorProcess.start(address, backend=run["backend"],
+                                                 log=results.path / "accel.log")
+                console.print(f"accelerator daemon pid {accel.pid} serving {run['backend']} on {address}")
+                connect = address
+            console.print(f"[dim]{'algo':>7} {'epoch':>5}  {'loss':>12}  {'rel. gap':>9}  "
+                          f"{'‖∇f‖':>9}  {'bits':>4}  {'time/s':>8}[/]")
+
+            def on_epoch(record: Any) -> None:
+                r = dataclasses.asdict(record)
+                results.epoch(r)
+                trace.epoch(r)
+                _print_epoch(r)
+
+            def on_start(algorithm: str) -> None:
+                trace.mark("algorithm", name=algorithm)
+
+            guard = watch(accel) if accel else _nothing()
+            with guard:
+                result = train(cfg, connect=connect, tap=trace.message, on_epoch=on_epoch,
+                               on_start=on_start)
+            status = "completed"
+            reference = result.reference_summary()
+            results.write_config(*_split_settable({**result.config, **run}))
+            results.save_weights(result.weights)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        err.print("[yellow]interrupted[/]: stopping the accelerator; partial results are kept")
+    except AcceleratorDied as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+    except Exception as exc:
+        if not _is_user_facing(exc):
+            raise
+        err.print(f"[bold red]error:[/] {exc}")
+    finally:
+        if accel is not None:
+            accel.stop()
+        tmp.cleanup()
+        results.finish(status=status, reference=reference,
+                       title=f"{cfg.dataset} / {cfg.model}, b = {cfg.bits}")
+    console.print(f"{status}: results in {results.path} (metrics.csv, metrics.json, "
+                  f"convergence.png, trace.cosim)")
+    if status != "completed":
+        raise typer.Exit(130 if status == "interrupted" else 1)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _is_user_facing(exc: Exception) -> bool:
+    """Errors that explain themselves (bad input, accelerator gone) rather than a bug of ours."""
+    from protocol.channel import AcceleratorError, AcceleratorTimeout
+    return isinstance(exc, (AcceleratorError, AcceleratorTimeout, ValueError, OSError))
+
+
+Opt = typer.Option
+
+
+def run(
+    ctx: typer.Context,
+    config: Annotated[Optional[Path], Opt("--config", "-c", help="TOML file with any of these settings (flags override it).")] = None,
+    dataset: Annotated[Optional[str], Opt(help="digits (default), breast_cancer, diabetes, synthetic_linear, synthetic_logistic, or a path to an .npz with arrays x and y.")] = None,
+    model: Annotated[Optional[str], Opt(help="linear, logistic or softmax (default).")] = None,
+    algorithm: Annotated[Optional[str], Opt("--algorithm", "-a", help="Comma-separated list of sgd, svrg (host, float64), lpsgd, lpsvrg, halp (accelerator). Default: halp.")] = None,
+    bits: Annotated[Optional[int], Opt(help="Accelerator word length b (2..16): offsets fixed<1,b-1>, data fixed<IL,b-IL>. Default 8.")] = None,
+    rounding: Annotated[Optional[str], Opt(help="stochastic (default), nearest_even, nearest_away, toward_zero, up, down, odd.")] = None,
+    rbits: Annotated[Optional[int], Opt(help="Random bits per stochastic rounding, 1..32; 0 (default) = the whole discarded width, up to 32.")] = None,
+    epochs: Annotated[Optional[int], Opt(help="Outer epochs per algorithm. Default 20.")] = None,
+    seed: Annotated[Optional[int], Opt(help="Run seed: sample order and the accelerator's random bits. Default 0.")] = None,
+    l2: Annotated[Optional[float], Opt(help="L2 regularisation λ. Default 1e-2.")] = None,
+    step_size: Annotated[Optional[float], Opt(help="Step size α. Default 0.5/L from the data's smoothness bound.")] = None,
+    mu: Annotated[Optional[float], Opt(help="HALP's μ in δ = ‖g̃‖/(μ·max). Default 10λ.")] = None,
+    inner_steps: Annotated[Optional[int], Opt(help="Inner steps T per epoch. Default n (one pass).")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="Minibatch size. Default 1.")] = None,
+    data_format: Annotated[Optional[str], Opt(help="Accelerator data format, e.g. fixed<2,6>, e4m3fn. Default from --bits and the data range.")] = None,
+    offset_format: Annotated[Optional[str], Opt(help="Accelerator offset format. Default fixed<1,b-1>.")] = None,
+    acc_format: Annotated[Optional[str], Opt(help="Accelerator accumulator/vector format. Default fp32.")] = None,
+    lanes: Annotated[Optional[int], Opt(help="Accelerator lanes (random-bit streams). Default 16.")] = None,
+    policy: Annotated[Optional[str], Opt(help="Scheduler: recentre (HALP), fixed, adaptive (raise b when progress stalls). Default: the algorithm's own.")] = None,
+    samples: Annotated[Optional[int], Opt(help="Synthetic data sets: number of samples. Default 1000.")] = None,
+    features: Annotated[Optional[int], Opt(help="Synthetic data sets: number of features. Default 20.")] = None,
+    condition: Annotated[Optional[float], Opt(help="Synthetic data sets: condition number of the feature covariance. Default 100.")] = None,
+    backend: Annotated[Optional[str], Opt(help="Accelerator backend: emulated.")] = None,
+    transport: Annotated[Optional[str], Opt(help="How cosim run reaches the daemon it launches: ipc (default) or tcp on loopback.")] = None,
+    connect: Annotated[Optional[str], Opt(help="Use a running accelerator daemon at this address instead of launching one.")] = None,
+    timeout: Annotated[Optional[float], Opt(help="Seconds to wait for any accelerator reply before giving up. Default 60.")] = None,
+    out: Annotated[Optional[str], Opt(help="Where results directories go. Default ./runs.")] = None,
+    name: Annotated[Optional[str], Opt(help="Results directory name prefix. Default <dataset>-<model>.")] = None,
+) -> None:
+    """Train with the host here and the accelerator daemon in its own process.
+
+    Prints one line per epoch (loss, relative gap to the float64 optimum, gradient norm,
+    bits, time) and writes runs/<name>-<timestamp>/ with config.toml, metrics.csv,
+    metrics.json, convergence.png and the trace.
+    """
+    if ctx.info_name == "host" and connect is None:
+        _fail("cosim host needs --connect ADDRESS of a running `cosim accel` "
+              "(or use `cosim run`, which launches one)")
+    flags = dict(dataset=dataset, model=model, algorithms=algorithm, bits=bits, rounding=rounding,
+                 rbits=rbits, samples=samples, features=features, condition=condition,
+                 epochs=epochs, seed=seed, l2=l2, step_size=step_size, mu=mu,
+                 inner_steps=inner_steps, batch_size=batch_size, data_format=data_format,
+                 offset_format=offset_format, acc_format=acc_format, lanes=lanes, policy=policy,
+                 timeout=timeout, backend=backend, transport=transport, out=out, name=name)
+    try:
+        cfg, run_settings = resolve(flags, config)
+    except UserError as exc:
+        _fail(str(exc))
+    _train(cfg, run_settings, connect)
+
+
+app.command("run")(run)
+app.command("host", help="The host side alone, against a running `cosim accel` (--connect is required). "
+                         "Takes the same training flags as `cosim run`.")(run)
+
+
+@app.command()
+def accel(
+    bind: Annotated[str, Opt(help="Address to serve on: tcp://HOST:PORT or ipc://PATH. Loopback by default; bind tcp://0.0.0.0:PORT to serve other machines.")] = "tcp://127.0.0.1:5555",
+    backend: Annotated[str, Opt(help="Accelerator backend: emulated.")] = "emulated",
+) -> None:
+    """Serve the accelerator daemon until a host sends shutdown (or Ctrl-C)."""
+    if backend not in BACKENDS:
+        _fail(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    from accel.daemon import serve
+    try:
+        serve(bind, backend=backend)
+    except KeyboardInterrupt:
+        err.print("cosim accel: stopped")
+    except Exception as exc:
+        if not _is_user_facing(exc) and type(exc).__module__.split(".")[0] != "zmq":
+            raise
+        _fail(f"cannot serve on {bind}: {exc}")
+
+
+@trace_app.command("show")
+def trace_show(
+    file: Annotated[Path, typer.Argument(help="A trace.cosim file from a results directory.")],
+    epochs: Annotated[bool, Opt(help="Also list every recorded epoch.")] = False,
+) -> None:
+    """Summarise a trace: header, messages by type and direction, bytes, op counts."""
+    from rich.table import Table
+
+    from cosim.trace import TraceError, summarize
+
+    if not file.exists():
+        _fail(f"{file} does not exist")
+    try:
+        s = summarize(file)
+    except TraceError as exc:
+        _fail(str(exc))
+    h = s["header"]
+    cfg = h.get("config", {})
+    console.print(f"[bold]{file}[/]: trace v{h.get('version')}, protocol v{h.get('protocol')}, "
+                  f"cosim {h.get('cosim')}, created {h.get('created')}, seed {h.get('seed')}")
+    console.print("config: " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
+    t = Table("direction", "type", "messages", "bytes", title="messages")
+    for (direction, typ), n in sorted(s["messages"].items()):
+        t.add_row(direction, typ, str(n), f"{s['bytes'][(direction, typ)]:,}")
+    console.print(t)
+    if s["ops"]:
+        t = Table("operation", "count", title="accelerator operations (all epochs)")
+        for op, n in sorted(s["ops"].items()):
+            t.add_row(op, f"{n:,}")
+        console.print(t)
+    algs: dict[str, list] = {}
+    for e in s["epochs"]:
+        algs.setdefault(e["algorithm"], []).append(e)
+    for alg, es in algs.items():
+        last = es[-1]
+        console.print(f"{alg}: {len(es)} epochs recorded, final gap {_fmt(last.get('gap'))}, "
+                      f"bits {last.get('bits')}")
+        if epochs:
+            for e in es:
+                _print_epoch(e)
+    console.print(f"span {s['seconds']:.2f} s" + ("; [yellow]truncated[/]: the run stopped mid-record"
+                                                  if s["truncated"] else ""))
+
+
+def main() -> None:
+    app()

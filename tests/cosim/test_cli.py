@@ -1,0 +1,157 @@
+"""The cosim CLI end to end: real daemon processes, real sockets, real files."""
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cosim.launch import free_tcp_address
+from cosim.trace import payloads
+
+COSIM = [sys.executable, "-m", "cosim"]
+QUICK = ["--epochs", "2", "--inner-steps", "300"]
+
+
+def cosim(*args, timeout=300, **kw):
+    return subprocess.run([*COSIM, *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def run_dir(out: Path) -> Path:
+    (d,) = [p for p in out.iterdir() if p.is_dir()]
+    return d
+
+
+@pytest.mark.slow
+def test_run_writes_results_and_trace(tmp_path):
+    r = cosim("run", *QUICK, "--algorithm", "svrg,halp", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr + r.stdout
+    d = run_dir(tmp_path)
+    for f in ("config.toml", "metrics.csv", "metrics.json", "convergence.png", "trace.cosim",
+              "weights.npz"):
+        assert (d / f).stat().st_size > 0, f
+    rows = list(csv.DictReader(open(d / "metrics.csv")))
+    assert [(x["algorithm"], x["epoch"]) for x in rows] == [
+        ("svrg", "0"), ("svrg", "1"), ("svrg", "2"), ("halp", "0"), ("halp", "1"), ("halp", "2")]
+    gaps = [float(x["gap"]) for x in rows if x["algorithm"] == "halp"]
+    assert gaps[2] < gaps[1] < gaps[0]
+    meta = json.loads((d / "metrics.json").read_text())
+    assert meta["status"] == "completed" and meta["reference"]["grad_norm"] <= 1e-12
+    assert "halp" in r.stdout and "completed" in r.stdout
+    shown = cosim("trace", "show", str(d / "trace.cosim"))
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"h2a\s+│\s+run_epoch\s+│\s+2\b", shown.stdout), shown.stdout
+    assert "halp: 3 epochs recorded" in shown.stdout
+    # the resolved config reruns the same thing
+    again = cosim("run", "--config", str(d / "config.toml"), "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    rows2 = list(csv.DictReader(open(run_dir(tmp_path / "again") / "metrics.csv")))
+    assert [x["loss"] for x in rows2] == [x["loss"] for x in rows]
+
+
+@pytest.mark.slow
+def test_same_seed_same_bits(tmp_path):
+    """Determinism: identical final weights and byte-identical trace payloads (over tcp)."""
+    outs = []
+    for k in range(2):
+        r = cosim("run", *QUICK, "--algorithm", "halp,lpsgd", "--transport", "tcp",
+                  "--seed", "5", "--out", str(tmp_path / str(k)))
+        assert r.returncode == 0, r.stderr
+        outs.append(run_dir(tmp_path / str(k)))
+    w0, w1 = (np.load(d / "weights.npz") for d in outs)
+    assert set(w0.files) == {"halp", "lpsgd"}
+    for name in w0.files:
+        assert w0[name].tobytes() == w1[name].tobytes()
+    p0, p1 = (payloads(d / "trace.cosim") for d in outs)
+    assert len(p0) > 10 and p0 == p1
+    r = cosim("run", *QUICK, "--algorithm", "halp", "--seed", "6", "--out", str(tmp_path / "2"))
+    w2 = np.load(run_dir(tmp_path / "2") / "weights.npz")
+    assert w2["halp"].tobytes() != w0["halp"].tobytes()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--bits", "1"], "bits"),
+    (["--dataset", "mnist"], "digits"),
+    (["--algorithm", "adam"], "halp"),
+    (["--rounding", "sideways"], "stochastic"),
+    (["--offset-format", "fixed<1"], "accepted forms"),
+    (["--backend", "rtl"], "emulated"),
+    (["--config", "no-such-file.toml"], "does not exist"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, args, fragment):
+    r = cosim("run", *args, "--out", str(tmp_path), timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert "error:" in r.stderr and fragment in r.stderr
+
+
+def test_bad_config_key(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('dataset = "digits"\nbitz = 8\n')
+    r = cosim("run", "--config", str(cfg), timeout=60)
+    assert r.returncode == 2 and "unknown key 'bitz'" in r.stderr and "bits" in r.stderr
+    cfg.write_text('dataset = "digits\n')
+    r = cosim("run", "--config", str(cfg), timeout=60)
+    assert r.returncode == 2 and "not valid TOML" in r.stderr
+
+
+@pytest.mark.slow
+def test_host_and_accel_by_hand_over_tcp(tmp_path):
+    address = free_tcp_address()
+    accel = subprocess.Popen([*COSIM, "accel", "--bind", address], stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in accel.stderr.readline()
+        r = cosim("host", "--connect", address, *QUICK, "--out", str(tmp_path))
+        assert r.returncode == 0, r.stderr
+        assert accel.poll() is None  # the daemon serves the next host too
+        r = cosim("host", "--connect", address, *QUICK, "--out", str(tmp_path / "b"))
+        assert r.returncode == 0, r.stderr
+    finally:
+        accel.terminate()
+        accel.wait(10)
+
+
+def _start_long_run(tmp_path):
+    proc = subprocess.Popen([*COSIM, "run", "--epochs", "200", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid = None
+    for line in proc.stdout:
+        if m := re.search(r"accelerator daemon pid (\d+)", line):
+            pid = int(m[1])
+        if pid and re.match(r"\s*halp\s+1\s", line):  # training is under way
+            return proc, pid
+    raise AssertionError(proc.stderr.read())
+
+
+@pytest.mark.slow
+def test_killing_the_accelerator_stops_the_host(tmp_path):
+    proc, pid = _start_long_run(tmp_path)
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == 1
+    assert "accelerator daemon" in stderr and "exited" in stderr and "Traceback" not in stderr
+    d = run_dir(tmp_path)
+    assert json.loads((d / "metrics.json").read_text())["status"] == "failed"
+    assert len(list(csv.DictReader(open(d / "metrics.csv")))) >= 2  # nothing recorded is lost
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_both_and_keeps_results(tmp_path):
+    proc, pid = _start_long_run(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in stderr
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the daemon is gone too
+    d = run_dir(tmp_path)
+    assert json.loads((d / "metrics.json").read_text())["status"] == "interrupted"
+    assert (d / "convergence.png").exists()
