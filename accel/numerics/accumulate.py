@@ -52,7 +52,8 @@ def dot(a, b, *, product: "Format | str" = "fp32", acc: "Format | str" = "fp32",
     """Dot products along the last axis of ``a`` and ``b`` (broadcast); float64 result.
 
     ``product_rounding`` (default: ``rounding``) rounds the products, ``rounding`` every
-    accumulator add. ``counts``, if given, is a Counter that gains keys like ``"mul fp16"``,
+    accumulator add. ``rng`` (stochastic only): a LaneRNG, or a uint32 array of every word
+    in draw order (products first). ``counts``, if given, is a Counter that gains keys like ``"mul fp16"``,
     ``"add fp32"`` and ``"round fp16 nearest_even"`` (one count per elementary operation).
     """
     product_rounding = rounding if product_rounding is None else product_rounding
@@ -60,11 +61,15 @@ def dot(a, b, *, product: "Format | str" = "fp32", acc: "Format | str" = "fp32",
     a, b = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(b, np.float64))
     if a.ndim == 0:
         raise ValueError("dot needs arrays with a reduction axis (the last one)")
-    terms = mul(a, b, fmt, rounding=product_rounding, rng=rng, rbits=rbits)
+    product_rng = acc_rng = rng
+    if isinstance(rng, np.ndarray):  # all words in draw order: the products take theirs first
+        used = a.size if product_rounding == "stochastic" else 0
+        product_rng, acc_rng = rng.ravel()[:used], rng.ravel()[used:]
+    terms = mul(a, b, fmt, rounding=product_rounding, rng=product_rng, rbits=rbits)
     if counts is not None:
         counts[f"mul {fmt!r}"] += terms.size
         counts[f"round {fmt!r} {product_rounding}"] += terms.size
-    return accumulate(terms, acc=acc, chunk=chunk, kahan=kahan, rounding=rounding, rng=rng,
+    return accumulate(terms, acc=acc, chunk=chunk, kahan=kahan, rounding=rounding, rng=acc_rng,
                       rbits=rbits, counts=counts)
 
 
@@ -90,15 +95,17 @@ def accumulate(x, *, acc: "Format | str" = "fp32", chunk: int | None = None,
     k = n if chunk is None else min(int(chunk), n)
     n_chunks = -(-n // k)
     tail = n - (n_chunks - 1) * k  # length of the last chunk, 1..k
-    blocks = np.zeros((n_rows, n_chunks, k))
-    blocks.reshape(n_rows, -1)[:, :n] = rows
+    padded = np.zeros((n_rows, n_chunks * k))
+    padded[:, :n] = rows
+    # Step-major (term i of every chunk of every row together): each step reads one slab.
+    steps = np.ascontiguousarray(padded.reshape(n_rows, n_chunks, k).transpose(2, 0, 1))
     ops = 4 if kahan else 1
     # One rng.words call per operation of a step, for all the accumulators it advances.
     sizes = [n_rows * (n_chunks if i < tail else n_chunks - 1) for i in range(k) for _ in range(ops)]
     if chunk is not None:
         sizes += [n_rows] * (n_chunks * ops)
     words = words_for(rng, sizes, rounding)
-    result = _accumulate_kernel(blocks, tail, chunk is not None, kahan, words, rd)
+    result = _accumulate_kernel(steps, tail, chunk is not None, kahan, words, rd)
     if counts is not None:
         adds = n_rows * (n if chunk is None else n + n_chunks) * ops
         counts[f"add {fmt!r}"] += adds
@@ -122,14 +129,15 @@ def _advance(s, c, x, kahan, words, at, rd):
 
 
 @numba.njit(cache=True)
-def _accumulate_kernel(blocks, tail, chunked, kahan, words, rd):
+def _accumulate_kernel(steps, tail, chunked, kahan, words, rd):
     """Step by step, each step vectorised over its active (row, chunk) accumulators in C order.
 
-    Within-chunk step i advances the first m = C (i < tail) or C - 1 chunks of every row;
+    ``steps[i, b, j]`` is term i of chunk j of row b. Within-chunk step i advances the first
+    m = C (i < tail) or C - 1 chunks of every row;
     then the partial-sum stage adds chunk j of every row at step j. Words are consumed in
     that order, ``ops · (active accumulators)`` per step.
     """
-    n_rows, n_chunks, k = blocks.shape
+    k, n_rows, n_chunks = steps.shape
     ops = 4 if kahan else 1
     s = np.zeros((n_rows, n_chunks))
     c = np.zeros((n_rows, n_chunks))
@@ -139,7 +147,7 @@ def _accumulate_kernel(blocks, tail, chunked, kahan, words, rd):
         run, comp, term = np.empty(n_rows * m), np.empty(n_rows * m), np.empty(n_rows * m)
         for b in range(n_rows):
             for j in range(m):
-                run[b * m + j], comp[b * m + j], term[b * m + j] = s[b, j], c[b, j], blocks[b, j, i]
+                run[b * m + j], comp[b * m + j], term[b * m + j] = s[b, j], c[b, j], steps[i, b, j]
         run, comp = _advance(run, comp, term, kahan, words, at, rd)
         for b in range(n_rows):
             for j in range(m):

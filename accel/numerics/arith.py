@@ -20,8 +20,10 @@ deterministic mode; stochastic rounding with ``r`` random bits also sees the sam
 only round-to-nearest). For fp64 itself the float64 operation already is the
 nearest-even result, and no other mode is offered.
 
-The float64 kernels are compiled without fast-math, so no FMA contraction or
-reassociation: results are the same on every platform.
+The rounding itself is quantize's: :func:`mul` calls :func:`quantize` on ``RO(x)``, and the
+compiled :func:`add_arrays` (the accumulators' adder) calls quantize's general compiled
+kernel, so both follow its definitions bit for bit. The float64 kernels are compiled without
+fast-math, so no FMA contraction or reassociation: results are the same on every platform.
 """
 from __future__ import annotations
 
@@ -101,7 +103,7 @@ def _sum_to_odd(a: float, b: float) -> float:
     return _to_odd(s, e)
 
 
-@numba.vectorize(["float64(float64, float64)"], cache=True)
+@numba.njit(cache=True)
 def _prod_to_odd(a: float, b: float) -> float:
     p = a * b
     if not math.isfinite(p):
@@ -114,6 +116,20 @@ def _prod_to_odd(a: float, b: float) -> float:
     bl = b - bh
     e = ((ah * bh - p) + ah * bl + al * bh) + al * bl  # Dekker's TwoProd error term
     return _to_odd(p, e)
+
+
+@numba.njit(cache=True)
+def _products_to_odd(a, b):
+    """RO(a[i]·b[i]) for 1-D arrays, and whether any pair is outside TwoProd's exact range."""
+    out = np.empty(a.size)
+    outside = False
+    for i in range(a.size):
+        x, y = a[i], b[i]
+        out[i] = _prod_to_odd(x, y)
+        if math.isfinite(x) and math.isfinite(y) and x != 0.0 and y != 0.0:
+            if abs(x) >= _HUGE_FACTOR or abs(y) >= _HUGE_FACTOR or abs(x * y) < _TINY_PRODUCT:
+                outside = True
+    return out, outside
 
 
 def _as_float64(x) -> np.ndarray:
@@ -197,13 +213,11 @@ def mul(a, b, fmt: "Format | str", rounding: str = "nearest_even", rng=None,
     inputs raise ValueError. Infinite and NaN factors follow float64 and ``quantize``.
     """
     fmt = check_exact(fmt, rounding, rbits)
-    a, b = _as_float64(a), _as_float64(b)
+    a, b = np.broadcast_arrays(_as_float64(a), _as_float64(b))
     if fmt == _FLOAT64:
         return a * b
-    finite = np.isfinite(a) & np.isfinite(b)
-    huge = finite & ((np.abs(a) >= _HUGE_FACTOR) | (np.abs(b) >= _HUGE_FACTOR))
-    tiny = finite & (np.abs(a * b) < _TINY_PRODUCT) & (a != 0) & (b != 0)
-    if np.any(huge | tiny):
+    x, outside = _products_to_odd(np.ascontiguousarray(a).ravel(), np.ascontiguousarray(b).ravel())
+    if outside:
         raise ValueError("mul: a factor beyond 2^995 or a nonzero product below 2^-969 is outside "
                          "the exact float64 TwoProd range")
-    return quantize(_prod_to_odd(a, b), fmt, rounding=rounding, rng=rng, rbits=rbits)
+    return quantize(x.reshape(a.shape), fmt, rounding=rounding, rng=rng, rbits=rbits)

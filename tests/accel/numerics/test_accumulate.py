@@ -133,17 +133,33 @@ def test_kahan_recovers_what_swamping_loses() -> None:
 
 
 def test_stochastic_draws_follow_the_documented_order() -> None:
-    # Products first (one word each, C order), then per step one word per active accumulator.
+    # 2 rows of 3 terms, chunk 2: chunk 0 = terms 0, 1; chunk 1 = term 2.
     a, b = np.full((2, 3), 1 / 3), np.array([1.0, 3.0, 5.0])
     twin = LaneRNG(9, 0, 1)  # one lane: a single stream, replayed by hand below
-    terms = quantize(a * b, "e5m2", rounding="stochastic", rng=twin.words(6).reshape(2, 3))
-    s = np.zeros(2)
-    for i in range(3):  # 0 + terms, and sums of e5m2 values this size, are exact in float64
-        s = quantize(s + terms[:, i], "fp16_ibm", rounding="stochastic", rng=twin.words(2))
-    got = dot(a, b, product="e5m2", acc="fp16_ibm", rounding="stochastic", rng=LaneRNG(9, 0, 1))
-    assert np.array_equal(got, s)
-    assert not np.array_equal(got, dot(a, b, product="e5m2", acc="fp16_ibm", rounding="stochastic",
-                                       rng=LaneRNG(10, 0, 1)))
+    sr = dict(rounding="stochastic")
+
+    def q(x, n):  # every sum here is exact in float64, so quantize(x + y) is the rounded add
+        return quantize(x, "fp16_ibm", rng=twin.words(n), **sr)
+
+    t = quantize(a * b, "e5m2", rng=twin.words(6).reshape(2, 3), **sr)  # products, C order
+    step0 = q(np.array([0 + t[0, 0], 0 + t[0, 2], 0 + t[1, 0], 0 + t[1, 2]]), 4)  # (row, chunk)
+    p0 = q(np.array([step0[0] + t[0, 1], step0[2] + t[1, 1]]), 2)  # step 1: chunk 0 only
+    total = q(0 + np.array([p0[0], p0[1]]), 2)                      # partial-sum stage
+    total = q(total + np.array([step0[1], step0[3]]), 2)
+    kw = dict(product="e5m2", acc="fp16_ibm", chunk=2, **sr)
+    assert np.array_equal(dot(a, b, rng=LaneRNG(9, 0, 1), **kw), total)
+    assert np.array_equal(dot(a, b, rng=LaneRNG(9, 0, 1).words(6 + 4 + 2 + 2 + 2), **kw), total)
+    assert not np.array_equal(dot(a, b, rng=LaneRNG(10, 0, 1), **kw), total)
+    with pytest.raises(ValueError, match="one word per rounding \\(10\\)"):
+        accumulate(t, acc="fp16_ibm", chunk=2, rng=np.zeros(9, np.uint32), **sr)
+
+
+def test_kahan_stochastic_words_are_drawn_per_operation() -> None:
+    x = np.random.default_rng(9).standard_normal((3, 10))
+    got = accumulate(x, acc="fp16", kahan=True, chunk=4, rounding="stochastic", rng=LaneRNG(5, 0, 1))
+    words = LaneRNG(5, 0, 1).words(4 * 3 * (10 + 3))  # four operations per term and per partial
+    assert np.array_equal(got, accumulate(x, acc="fp16", kahan=True, chunk=4, rounding="stochastic",
+                                          rng=words))
 
 
 # --- counts and rejections ----------------------------------------------------------------------
