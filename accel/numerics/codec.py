@@ -2,8 +2,8 @@
 
     >>> encode(np.array([448.0, -0.0, np.nan]), "e4m3fn")
     array([126, 128, 127], dtype=uint8)
-    >>> decode(np.array([0x7C00, 0xFC00, 0x0001]), "fp16")
-    array([ inf, -inf, 5.96046448e-08])
+    >>> decode(np.array([0x7C00, 0xFC00, 0x0001]), "fp16").tolist()
+    [inf, -inf, 5.960464477539063e-08]
     >>> encode(np.array([-0.5]), "fixed<1,7>")   # two's complement of WL bits
     array([192], dtype=uint8)
 
