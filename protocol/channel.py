@@ -114,17 +114,22 @@ class Client:
         self.timeout = timeout
         self.limits = limits
         self._tap = tap
-        self._own_ctx = context is None
-        self._ctx = context or zmq.Context()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        _tune(self._sock)
-        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-        self._sock.connect(address)
         self._seq = 0
         self._slice_ms = -1
         self._was_connected = False
         self._connected = False
         self._closed_because: str | None = None
+        self._own_ctx = context is None
+        self._ctx = context or zmq.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        _tune(self._sock)
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        try:
+            self._sock.connect(address)
+        except zmq.ZMQError as exc:
+            self.close(f"cannot connect: {exc}")
+            raise ValueError(f"cannot connect to {address!r} ({exc}); addresses look like "
+                             "tcp://HOST:PORT, ipc:///PATH or inproc://NAME") from None
 
     def request(self, msg: Message, *, timeout: float | None = None) -> Message:
         """Send ``msg``, wait for its reply; an error reply raises :class:`AcceleratorError`."""
@@ -133,6 +138,8 @@ class Client:
         if msg.TYPE not in REQUESTS:
             raise ValueError(f"{msg.TYPE!r} is not a request; requests: {', '.join(REQUESTS)}")
         timeout = self.timeout if timeout is None else timeout
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds; got {timeout!r}")
         seq = 1 if isinstance(msg, Hello) else self._seq + 1
         header, frames = encode_parts(msg, seq, self.session)
         # Zero-copy is safe here: the caller's arrays cannot change before the reply arrives,
@@ -228,7 +235,8 @@ class Server:
             self._sock.close(linger=0)
             if self._own_ctx:
                 self._ctx.term()
-            raise OSError(f"cannot bind {address}: {exc}") from None
+            raise OSError(f"cannot bind {address} ({exc}); addresses look like tcp://HOST:PORT "
+                          "(port 0 picks a free one), ipc:///PATH or inproc://NAME") from None
         self._address = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         self._sessions: dict[bytes, list] = {}   # connection id → [session, last seq]
         self._closed = False

@@ -130,10 +130,20 @@ def test_handler_answering_with_the_wrong_type_is_an_internal_error(serving):
         assert isinstance(client.request(m.Fetch()), m.State)
 
 
-def test_client_rejects_a_reply_type_as_request():
+def test_client_rejects_a_reply_type_as_request_and_a_bad_timeout():
     with Client("tcp://127.0.0.1:9") as client:
         with pytest.raises(ValueError, match="'ack' is not a request"):
             client.request(m.Ack("x", {}))
+        with pytest.raises(ValueError, match="timeout must be > 0"):
+            client.request(m.Fetch(), timeout=0)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:5555", "tcp://", "udp://127.0.0.1:1"])
+def test_bad_addresses_are_refused_with_the_accepted_forms(address):
+    with pytest.raises(ValueError, match="addresses look like tcp://HOST:PORT"):
+        Client(address)
+    with pytest.raises(OSError, match="addresses look like tcp://HOST:PORT"):
+        Server(address)
 
 
 def test_timeout_against_a_server_that_never_answers_names_address_and_request():
