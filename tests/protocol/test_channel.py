@@ -30,6 +30,8 @@ def handler(msg: m.Message) -> m.Message:
         return m.State(np.full((2, 1), 0.25), 2.0**-7, "fixed<1,7>", {"epochs": 0})
     if isinstance(msg, m.Promote):
         return m.Fetch() if msg.offset_format == "e4m3fn" else None
+    if isinstance(msg, m.LoadData) and msg.start == 99:
+        return m.Ack("load_data", {"rows": object()})   # a handler bug: not msgpack-able
     return m.Ack(msg.TYPE, {})
 
 
@@ -127,6 +129,15 @@ def test_handler_answering_with_the_wrong_type_is_an_internal_error(serving):
         for fmt in ("e4m3fn", "fp16"):     # a request as reply, then no message at all
             with pytest.raises(AcceleratorError, match="internal: TypeError: the handler answered promote"):
                 client.request(m.Promote(offset_format=fmt))
+        assert isinstance(client.request(m.Fetch()), m.State)
+
+
+def test_unencodable_reply_becomes_an_internal_error(serving):
+    server, _, _ = serving
+    with Client(server.address) as client:
+        client.request(m.Hello(client="t"))
+        with pytest.raises(AcceleratorError, match="internal: cannot encode the reply"):
+            client.request(m.LoadData(start=99, x=np.ones((1, 1)), y=np.zeros(1)))
         assert isinstance(client.request(m.Fetch()), m.State)
 
 
