@@ -30,8 +30,8 @@ from typing import Callable
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from .codec import (Envelope, Limits, ProtocolError, decode, decode_message, encode_parts,
-                    pack_header, read_envelope)
+from .codec import (Envelope, Limits, ProtocolError, decode_message, encode_parts, pack_header,
+                    read_envelope)
 from .messages import REPLIES, REQUESTS, Error, Hello, Message, Shutdown
 
 __all__ = ["Client", "Server", "TapEvent", "AcceleratorError", "AcceleratorGone",
@@ -140,6 +140,10 @@ class Client:
         timeout = self.timeout if timeout is None else timeout
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds; got {timeout!r}")
+        slice_ms = max(1, int(min(timeout, WAIT_SLICE_S) * 1000))
+        if slice_ms != self._slice_ms:  # setting it costs more than the check
+            self._sock.setsockopt(zmq.RCVTIMEO, slice_ms)
+            self._slice_ms = slice_ms
         seq = 1 if isinstance(msg, Hello) else self._seq + 1
         header, frames = encode_parts(msg, seq, self.session)
         # Zero-copy is safe here: the caller's arrays cannot change before the reply arrives,
@@ -148,8 +152,14 @@ class Client:
         self._seq = seq
         if self._tap:
             self._tap(TapEvent(time.time(), "h2a", header, frames))
-        reply_frames = self._wait(msg.TYPE, seq, timeout)
-        env, reply = decode(reply_frames, self.limits, REPLIES)
+        # Blocking receives in short slices rather than polling data and monitor sockets:
+        # a prompt reply costs one call; a lost connection is noticed within a slice.
+        try:
+            reply_frames = _recv(self._sock, 1)
+        except zmq.Again:
+            reply_frames = self._wait(msg.TYPE, seq, timeout)
+        env = read_envelope(reply_frames, self.limits)
+        reply = decode_message(env, reply_frames, self.limits, REPLIES)
         if env.seq != seq or env.session != self.session:
             raise ProtocolError("bad_sequence", f"reply carries seq {env.seq} of session "
                                 f"{env.session!r}; the request was seq {seq} of {self.session!r}")
@@ -163,28 +173,27 @@ class Client:
         return reply
 
     def _wait(self, what: str, seq: int, timeout: float) -> list:
-        # Blocking receives in short slices rather than polling both sockets: the common
-        # case (a prompt reply) costs one system call, and a lost connection is still
-        # noticed within a slice.
-        deadline = time.monotonic() + timeout
+        """The reply after a first slice passed without one: keep receiving in slices, and
+        between slices look whether the connection was lost or the time is up."""
+        deadline = time.monotonic() + timeout - self._slice_ms / 1000  # one slice has passed
         while True:
+            self._drain_monitor()
+            if not self._connected and self._was_connected:
+                self._fail(AcceleratorGone, f"the connection to the accelerator at "
+                           f"{self.address} was lost while waiting for the reply to {what} "
+                           f"(seq {seq}); did the accelerator process exit?")
             left = deadline - time.monotonic()
             if left <= 0:
                 self._fail(AcceleratorTimeout, f"the accelerator at {self.address} did not answer "
                            f"{what} (seq {seq}) within {timeout:g} s; is `cosim accel` running there?")
             slice_ms = max(1, int(min(left, WAIT_SLICE_S) * 1000))
-            if slice_ms != self._slice_ms:  # setting it costs more than the check
+            if slice_ms != self._slice_ms:
                 self._sock.setsockopt(zmq.RCVTIMEO, slice_ms)
                 self._slice_ms = slice_ms
             try:
                 return _recv(self._sock, 1)
             except zmq.Again:
                 pass
-            self._drain_monitor()
-            if not self._connected and self._was_connected:
-                self._fail(AcceleratorGone, f"the connection to the accelerator at "
-                           f"{self.address} was lost while waiting for the reply to {what} "
-                           f"(seq {seq}); did the accelerator process exit?")
 
     def _drain_monitor(self) -> None:
         while self._monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
