@@ -22,7 +22,7 @@ from numba import njit
 
 from protocol.formats import BlockFormat, FixedFormat, FloatFormat, Format, parse_format
 
-from .rng import LaneRNG
+from .rng import LaneRNG, draw_rounds
 from .rounding import DOWN, NEAREST_AWAY, NEAREST_EVEN, ODD, STOCHASTIC, TOWARD_ZERO, UP, mode_code, rbits_code
 
 __all__ = ["quantize", "block_exponents"]
@@ -190,15 +190,15 @@ def _kernel(x, bits, out, words, block, xs, mode, r,
 
 
 @njit(cache=True)
-def _fast_nearest_even(bits, out_bits, s, lo, inf_bits, max_bits, abs_mask):
-    """Branch-free round-to-nearest-even of the target's normal range on the input's own bits
-    (adding 2^(s-1) - 1 + lsb carries into the exponent exactly as rounding does). Elements
-    outside that range (or overflowing, inf, NaN) get the sentinel 0 and count as slow; 0 is never a
-    result here because every handled magnitude is >= lo > 0."""
+def _fast_nearest_even(bits, out_bits, c0, c1, s, lo, inf_bits, max_bits, abs_mask):
+    """Branch-free nearest-even of elements c0..c1 that lie in the target's normal range, on
+    the input's own bits: adding 2^(s-1) - 1 + lsb carries into the exponent exactly as
+    rounding does. Elements outside that range (or overflowing, inf, NaN) get the sentinel 0,
+    never a result here since every handled magnitude is >= lo > 0. Returns how many."""
     slow = 0
     keep = ~((np.int64(1) << s) - 1)
     half_m1 = (np.int64(1) << (s - 1)) - 1
-    for i in range(bits.shape[0]):
+    for i in range(np.uint64(c0), np.uint64(c1)):  # unsigned: no negative-index checks, so it vectorises
         u = np.int64(bits[i])
         a = u & abs_mask
         rr = (a + half_m1 + ((a >> s) & 1)) & keep
@@ -209,17 +209,17 @@ def _fast_nearest_even(bits, out_bits, s, lo, inf_bits, max_bits, abs_mask):
 
 
 @njit(cache=True)
-def _fast_stochastic(bits, out_bits, words, r, s, lo, inf_bits, max_bits, abs_mask):
-    """Branch-free bit-add stochastic rounding of the target's normal range; as above."""
+def _fast_stochastic(bits, out_bits, words, w0, c0, c1, r, s, lo, inf_bits, max_bits, abs_mask):
+    """The same for stochastic rounding: the carry of F + U (element i's word is words[i - w0])."""
     slow = 0
     low = (np.int64(1) << s) - 1
     one_r = np.int64(1) << r
-    for i in range(bits.shape[0]):
+    for i in range(np.uint64(c0), np.uint64(c1)):  # unsigned: no negative-index checks, so it vectorises
         u = np.int64(bits[i])
         a = u & abs_mask
         rem = a & low
         f = (rem >> (s - r)) if s >= r else (rem << (r - s))
-        up = (f + np.int64(words[i] >> np.uint32(32 - r))) >= one_r
+        up = (f + np.int64(words[i - np.uint64(w0)] >> np.uint32(32 - r))) >= one_r
         rr = ((a >> s) + up) << s
         ok = (a >= lo) & (a < inf_bits) & (rr <= max_bits)
         out_bits[i] = (rr | (u & ~abs_mask)) if ok else 0
@@ -227,20 +227,47 @@ def _fast_stochastic(bits, out_bits, words, r, s, lo, inf_bits, max_bits, abs_ma
     return slow
 
 
+# Elements per chunk of the fast path: small enough that a chunk holding one subnormal or
+# overflowing element costs little to finish, and that a chunk's random words stay in cache.
+_CHUNK = 256
+
+
 @njit(cache=True)
-def _finish_slow(x, bits, out, out_bits, words, mode, r, in_mb, in_emask, in_bias,
-                 is_fixed, man_bits, emin, qsub, maxval, has_inf, ovf,
+def _fast_kernel(x, bits, out, out_bits, words, states, mode, r, s, lo, inf_bits, max_bits, abs_mask,
+                 in_mb, in_emask, in_bias, is_fixed, man_bits, emin, qsub, maxval, has_inf, ovf,
                  qfix, max_code, min_code, wl, wrap, pow2):
-    """The general path for the elements a fast kernel marked with the sentinel 0."""
+    """Nearest-even or stochastic into a float format, chunk by chunk: the branch-free pass,
+    then the general ``_one`` for the chunk's marked elements. Stochastic words come from
+    ``words`` (one per element) or, if ``states`` is not empty, are drawn from those lane
+    states a chunk at a time (a multiple of the lane count, so lane = element % lanes holds)."""
+    n = x.shape[0]
     count = 0
     stochastic = mode == STOCHASTIC
-    for i in range(x.shape[0]):
-        if out_bits[i] == 0:
-            v, over = _one(np.float64(x[i]), np.int64(bits[i]), words[i] if stochastic else np.uint32(0),
-                           mode, r, in_mb, in_emask, in_bias, is_fixed, man_bits, emin, qsub,
-                           maxval, has_inf, ovf, qfix, max_code, min_code, wl, wrap, pow2)
-            out[i] = v
-            count += over
+    draw = states.shape[0] > 0
+    lanes = max(1, states.shape[0])
+    chunk = lanes * max(1, _CHUNK // lanes)
+    st = states.copy()
+    buf = np.empty(chunk if draw else 0, dtype=np.uint32)
+    for c0 in range(0, n, chunk):
+        c1 = min(n, c0 + chunk)
+        if draw:
+            draw_rounds(st, c1 - c0, buf)
+            w, w0 = buf, c0
+        else:
+            w, w0 = words, 0
+        if stochastic:
+            slow = _fast_stochastic(bits, out_bits, w, w0, c0, c1, r, s, lo, inf_bits, max_bits, abs_mask)
+        else:
+            slow = _fast_nearest_even(bits, out_bits, c0, c1, s, lo, inf_bits, max_bits, abs_mask)
+        if slow:
+            for i in range(c0, c1):
+                if out_bits[i] == 0:
+                    v, over = _one(np.float64(x[i]), np.int64(bits[i]), w[i - w0] if stochastic else np.uint32(0),
+                                   mode, r, in_mb, in_emask, in_bias, is_fixed, man_bits, emin, qsub,
+                                   maxval, has_inf, ovf, qfix, max_code, min_code, wl, wrap, pow2)
+                    out[i] = v
+                    count += over
+    states[:] = st
     return count
 
 
@@ -258,6 +285,13 @@ def _float32_problem(fmt: FloatFormat | FixedFormat) -> str | None:
         if fmt.bits > 24 or fmt.frac_bits > 149 or fmt.int_bits > 128:
             return f"{fmt!r} has values that float32 cannot hold (needs WL <= 24)"
     return None
+
+
+def _block_fits_float32(el: FloatFormat | FixedFormat, xs: np.ndarray) -> bool:
+    """Whether every element value times 2^X (X in xs) is a float32 number."""
+    lowest_q = (el.emin - el.man_bits if el.subnormals else el.emin) if isinstance(el, FloatFormat) else -el.frac_bits
+    top = float(np.floor(np.log2(el.max_value))) + 1 if el.max_value > 0 else 0
+    return lowest_q + int(xs.min()) >= -149 and top + int(xs.max()) <= 128
 
 
 def _element_params(fmt: FloatFormat | FixedFormat) -> dict:
@@ -350,54 +384,49 @@ def quantize(x, fmt: Format | str, rounding: str = "nearest_even", rng=None, rbi
     r = rbits_code(rbits)
     flat, restore = _as_array(x)
     n = flat.size
+    words = states = np.zeros(0, dtype=np.uint32)
     if mode == STOCHASTIC:
         if isinstance(rng, LaneRNG):
-            words = rng.words(n)
+            states = rng.states
         elif isinstance(rng, np.ndarray) and rng.dtype == np.uint32 and rng.size == n:
             words = np.ascontiguousarray(rng).ravel()
         else:
             raise ValueError("stochastic rounding needs rng=LaneRNG(...) or a uint32 array with one word "
                              f"per element ({n}); got {type(rng).__name__}")
-    else:
-        words = np.zeros(0, dtype=np.uint32)
     element = fmt.element if isinstance(fmt, BlockFormat) else fmt
     if flat.dtype == np.float32 and (why := _float32_problem(element)):
         raise ValueError(f"float32 input: {why}; pass float64")
-    if isinstance(fmt, BlockFormat):
-        xs = block_exponents(flat, fmt)
-        block = max(1, n if fmt.block is None else fmt.block)
-    else:
-        xs = np.zeros(1, dtype=np.int64)
-        block = max(1, n)
     view, in_mb, in_emask, in_bias = _INPUT_LAYOUT[flat.dtype]
-    out = np.empty_like(flat)
+    bits, out = flat.view(view), np.empty_like(flat)
     params = _element_params(element)
     shift = in_mb - element.man_bits if isinstance(element, FloatFormat) else 0
-    # man_bits = 0 is left to the general path: its ties go to the even significand K, not to
-    # the even exponent field that the bit trick would pick (docs/numerics.md).
+    # The fast path rounds a float target's normal range on the input's bits. man_bits = 0 is
+    # left to the general path: its ties go to the even significand K, not to the even
+    # exponent field that the bit trick would pick (docs/numerics.md).
     if (not isinstance(fmt, BlockFormat) and shift > 0 and element.man_bits > 0
             and mode in (NEAREST_EVEN, STOCHASTIC)):
-        # Fast path over the target's normal range, then the general path for the rest.
-        bits, out_bits = flat.view(view), out.view(view)
         lo = max(_bits_of(element.min_normal, flat.dtype), 1 << in_mb)
         max_bits = _bits_of(element.max_value, flat.dtype)
         abs_mask = (1 << (in_mb + in_emask.bit_length())) - 1
-        inf_bits = in_emask << in_mb
-        if mode == NEAREST_EVEN:
-            slow = _fast_nearest_even(bits, out_bits, shift, lo, inf_bits, max_bits, abs_mask)
+        count = _fast_kernel(flat, bits, out, out.view(view), words, states, mode, r, shift, lo,
+                             in_emask << in_mb, max_bits, abs_mask, in_mb, in_emask, in_bias,
+                             pow2=_POW2, **params)
+    else:
+        if states.size:
+            words = rng.words(n)  # the general kernel takes one word per element
+        if isinstance(fmt, BlockFormat):
+            xs = block_exponents(flat, fmt)
+            block = max(1, n if fmt.block is None else fmt.block)
+            if flat.dtype == np.float32 and n and not _block_fits_float32(element, xs):
+                raise ValueError(f"float32 input: {fmt!r} with these block exponents has values float32 "
+                                 "cannot hold; pass float64")
         else:
-            slow = _fast_stochastic(bits, out_bits, words, r, shift, lo, inf_bits, max_bits, abs_mask)
-        count = 0
-        if slow:
-            count = _finish_slow(flat, bits, out, out_bits, words, mode, r, in_mb, in_emask, in_bias,
-                                 pow2=_POW2, **params)
-        result = restore(out)
-        return (result, int(count)) if return_saturated else result
-    count = _kernel(flat, flat.view(view), out, words, block, xs, mode, r, in_mb, in_emask, in_bias,
-                    pow2=_POW2, **params)
-    if isinstance(fmt, BlockFormat) and n:
-        nan_blocks = np.isnan(np.pad(flat, (0, len(xs) * block - n)).reshape(len(xs), block)).any(axis=1)
-        if nan_blocks.any():  # OCP MX: a NaN scale makes the whole block NaN
-            out[np.repeat(nan_blocks, block)[:n]] = np.nan
+            xs, block = np.zeros(1, dtype=np.int64), max(1, n)
+        count = _kernel(flat, bits, out, words, block, xs, mode, r, in_mb, in_emask, in_bias,
+                        pow2=_POW2, **params)
+        if isinstance(fmt, BlockFormat) and n:
+            nan_blocks = np.isnan(np.pad(flat, (0, len(xs) * block - n)).reshape(len(xs), block)).any(axis=1)
+            if nan_blocks.any():  # OCP MX: a NaN scale makes the whole block NaN
+                out[np.repeat(nan_blocks, block)[:n]] = np.nan
     result = restore(out)
     return (result, int(count)) if return_saturated else result

@@ -29,12 +29,15 @@ def _step(x: np.uint32) -> np.uint32:
 
 
 @njit(cache=True)
-def _draw(states: np.ndarray, n: int, out: np.ndarray) -> None:
-    lanes = states.shape[0]
-    st = states.copy()  # a private copy: the compiler can see it does not alias ``out``
+def draw_rounds(st: np.ndarray, n: int, out: np.ndarray) -> None:
+    """Advance the lane states ``st`` in place by ``n`` words in element order into ``out``.
+
+    Round by round: the lanes of one round are independent, so the inner loop vectorises.
+    Compiled kernels call this directly to draw a chunk at a time into a small buffer.
+    """
+    lanes = st.shape[0]
     rounds = n // lanes
     grid = out[: rounds * lanes].reshape(rounds, lanes)
-    # Round by round: the lanes of one round are independent, so the inner loop vectorises.
     for j in range(rounds):
         row = grid[j]
         for lane in range(lanes):
@@ -45,6 +48,12 @@ def _draw(states: np.ndarray, n: int, out: np.ndarray) -> None:
         x = _step(st[lane])
         st[lane] = x
         out[rounds * lanes + lane] = x
+
+
+@njit(cache=True)
+def _draw(states: np.ndarray, n: int, out: np.ndarray) -> None:
+    st = states.copy()  # a private copy: the compiler can see it does not alias ``out``
+    draw_rounds(st, n, out)
     states[:] = st
 
 
@@ -72,6 +81,11 @@ class LaneRNG:
         self._states = np.array([lane_seed(seed, epoch, l) for l in range(lanes)], dtype=np.uint32)
         warm = np.empty(WARMUP * lanes, dtype=np.uint32)
         _draw(self._states, WARMUP * lanes, warm)
+
+    @property
+    def states(self) -> np.ndarray:
+        """The lanes' current xorshift32 states (uint32, one per lane; kernels advance it)."""
+        return self._states
 
     def words(self, n: int) -> np.ndarray:
         """The next ``n`` 32-bit words in element order (uint32 array)."""
