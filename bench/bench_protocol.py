@@ -147,7 +147,8 @@ def run(transports: list[str], rounds: int, n_small: int, big_every: int) -> lis
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((ROWS, COLS)), rng.standard_normal(ROWS)
     mb = (x.nbytes + y.nbytes) / 1e6
-    tmp = tempfile.mkdtemp(prefix="cosim-bench-")
+    tmp_dir = tempfile.TemporaryDirectory(prefix="cosim-bench-")   # removed at exit
+    tmp = tmp_dir.name
     rows = []
     for transport in transports:
         procs, peers = [], {}

@@ -1,6 +1,7 @@
 """Client and Server lifetimes: tcp/ipc/inproc, taps, timeouts, lost accelerators, vanished clients."""
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import tempfile
@@ -35,8 +36,13 @@ def handler(msg: m.Message) -> m.Message:
     return m.Ack(msg.TYPE, {})
 
 
+# ipc paths must stay under ~100 characters, so not pytest's tmp_path; removed at exit.
+_IPC_DIR = tempfile.TemporaryDirectory(prefix="cosim-")
+_ipc_names = itertools.count()
+
+
 def _ipc() -> str:
-    return f"ipc://{tempfile.mkdtemp(prefix='cosim-')}/a.sock"
+    return f"ipc://{_IPC_DIR.name}/{next(_ipc_names)}.sock"
 
 
 @pytest.fixture

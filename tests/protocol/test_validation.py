@@ -48,13 +48,15 @@ def _serve(address: str):
 def address(request):
     if request.param == "tcp":
         server, stop, thread = _serve("tcp://127.0.0.1:0")
-    else:
-        tmp = tempfile.mkdtemp(prefix="cosim-")
-        server, stop, thread = _serve(f"ipc://{tmp}/accel.sock")
+    else:  # ipc paths must stay under ~100 characters, so not pytest's tmp_path
+        tmp = tempfile.TemporaryDirectory(prefix="cosim-")
+        server, stop, thread = _serve(f"ipc://{tmp.name}/accel.sock")
     yield server.address
     stop.set()
     thread.join(5)
     server.close()
+    if request.param == "ipc":
+        tmp.cleanup()
 
 
 class Peer:
