@@ -102,7 +102,8 @@ def _tune(sock: zmq.Socket) -> None:
 
 
 class Client:
-    """The host's end: one request in flight at a time; see the module docstring."""
+    """The host's end: one request in flight at a time, from one thread (ZeroMQ sockets are
+    not thread-safe); see the module docstring."""
 
     def __init__(self, address: str, *, session: str | None = None, timeout: float = 30.0,
                  limits: Limits = Limits(), tap: Tap | None = None,
