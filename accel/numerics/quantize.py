@@ -227,6 +227,39 @@ def _fast_stochastic(bits, out_bits, words, w0, c0, c1, r, s, lo, inf_bits, max_
     return slow
 
 
+@njit(cache=True)
+def _fast_fixed(x, out, words, w0, c0, c1, stochastic, r, frac_bits, pow2, min_code, max_code):
+    """Fixed point, nearest-even or stochastic, for in-range elements c0..c1 in float64:
+    v = x·2^FL is exact, (v + 1.5·2^52) - 1.5·2^52 is v rounded to nearest-even when
+    |v| < 2^51, and floor|v|, frac|v|·2^r are exact too. Out-of-range elements (and NaN)
+    get the sentinel NaN, which no in-range result is. Returns how many."""
+    slow = 0
+    scale = pow2[frac_bits + _POW2_OFFSET]
+    eps = pow2[-frac_bits + _POW2_OFFSET]
+    magic = 6755399441055744.0  # 1.5 * 2^52
+    two_r = pow2[r + _POW2_OFFSET]
+    lo, hi = np.float64(min_code), np.float64(max_code)
+    for i in range(np.uint64(c0), np.uint64(c1)):  # unsigned: no negative-index checks
+        v = np.float64(x[i]) * scale
+        if stochastic:
+            # From the magnitude (v - floor v is not exact for small negative v): with
+            # g = frac|v|, a negative v has floor -⌊|v|⌋-1 and F = 2^r - ⌊g·2^r⌋ - sticky.
+            a = abs(v)
+            fa = np.floor(a)
+            t = (a - fa) * two_r
+            fm = np.floor(t)
+            neg_frac = (v < 0) & (t > 0)
+            fl = (-fa - 1.0) if neg_frac else (-fa if v < 0 else fa)
+            f = (two_r - fm - (t != fm)) if neg_frac else fm
+            k = fl + ((f + np.float64(words[i - np.uint64(w0)] >> np.uint32(32 - r))) >= two_r)
+        else:
+            k = (v + magic) - magic
+        ok = (k >= lo) & (k <= hi) & (abs(v) < 2.0**51)
+        out[i] = k * eps if ok else np.nan
+        slow += not ok
+    return slow
+
+
 # Elements per chunk of the fast path: small enough that a chunk holding one subnormal or
 # overflowing element costs little to finish, and that a chunk's random words stay in cache.
 _CHUNK = 256
@@ -236,8 +269,9 @@ _CHUNK = 256
 def _fast_kernel(x, bits, out, out_bits, words, states, mode, r, s, lo, inf_bits, max_bits, abs_mask,
                  in_mb, in_emask, in_bias, is_fixed, man_bits, emin, qsub, maxval, has_inf, ovf,
                  qfix, max_code, min_code, wl, wrap, pow2):
-    """Nearest-even or stochastic into a float format, chunk by chunk: the branch-free pass,
-    then the general ``_one`` for the chunk's marked elements. Stochastic words come from
+    """Nearest-even or stochastic, chunk by chunk: the branch-free pass (float formats on the
+    input's bits, fixed point in float64), then the general ``_one`` for the chunk's marked
+    elements. Stochastic words come from
     ``words`` (one per element) or, if ``states`` is not empty, are drawn from those lane
     states a chunk at a time (a multiple of the lane count, so lane = element % lanes holds)."""
     n = x.shape[0]
@@ -255,13 +289,15 @@ def _fast_kernel(x, bits, out, out_bits, words, states, mode, r, s, lo, inf_bits
             w, w0 = buf, c0
         else:
             w, w0 = words, 0
-        if stochastic:
+        if is_fixed:
+            slow = _fast_fixed(x, out, w, w0, c0, c1, stochastic, r, -qfix, pow2, min_code, max_code)
+        elif stochastic:
             slow = _fast_stochastic(bits, out_bits, w, w0, c0, c1, r, s, lo, inf_bits, max_bits, abs_mask)
         else:
             slow = _fast_nearest_even(bits, out_bits, c0, c1, s, lo, inf_bits, max_bits, abs_mask)
         if slow:
             for i in range(c0, c1):
-                if out_bits[i] == 0:
+                if (out[i] != out[i]) if is_fixed else (out_bits[i] == 0):
                     v, over = _one(np.float64(x[i]), np.int64(bits[i]), w[i - w0] if stochastic else np.uint32(0),
                                    mode, r, in_mb, in_emask, in_bias, is_fixed, man_bits, emin, qsub,
                                    maxval, has_inf, ovf, qfix, max_code, min_code, wl, wrap, pow2)
@@ -400,13 +436,15 @@ def quantize(x, fmt: Format | str, rounding: str = "nearest_even", rng=None, rbi
     bits, out = flat.view(view), np.empty_like(flat)
     params = _element_params(element)
     shift = in_mb - element.man_bits if isinstance(element, FloatFormat) else 0
-    # The fast path rounds a float target's normal range on the input's bits. man_bits = 0 is
+    # The fast path rounds a float target's normal range on the input's bits (fixed point: its
+    # range, in float64). man_bits = 0 is
     # left to the general path: its ties go to the even significand K, not to the even
     # exponent field that the bit trick would pick (docs/numerics.md).
-    if (not isinstance(fmt, BlockFormat) and shift > 0 and element.man_bits > 0
-            and mode in (NEAREST_EVEN, STOCHASTIC)):
-        lo = max(_bits_of(element.min_normal, flat.dtype), 1 << in_mb)
-        max_bits = _bits_of(element.max_value, flat.dtype)
+    fast_float = isinstance(element, FloatFormat) and shift > 0 and element.man_bits > 0
+    if not isinstance(fmt, BlockFormat) and mode in (NEAREST_EVEN, STOCHASTIC) and (
+            fast_float or isinstance(element, FixedFormat)):
+        lo = max(_bits_of(element.min_normal, flat.dtype), 1 << in_mb) if fast_float else 0
+        max_bits = _bits_of(element.max_value, flat.dtype) if fast_float else 0
         abs_mask = (1 << (in_mb + in_emask.bit_length())) - 1
         count = _fast_kernel(flat, bits, out, out.view(view), words, states, mode, r, shift, lo,
                              in_emask << in_mb, max_bits, abs_mask, in_mb, in_emask, in_bias,

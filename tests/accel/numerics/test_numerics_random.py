@@ -80,3 +80,19 @@ def test_million_random_float32_bit_patterns(fmt_s):
         ref, _ = round_float(x32.astype(np.float64), fmt, mode, u=words.astype(np.float64))
         _assert_same(want, ref, x32, f"{fmt_s} {mode} float64 path")
         _assert_same(got.astype(np.float64), want, x32, f"{fmt_s} {mode} float32 path")
+
+
+@pytest.mark.parametrize("fmt_s", ["fixed<1,7>", "fixed<8,16>", "ufixed<2,10,wrap>", "fixed<1,23,wrap>"])
+def test_random_fixed_point_against_the_fraction_oracle(fmt_s):
+    """Fixed point's fast path works in float64; check it on values of every magnitude."""
+    fmt = parse_format(fmt_s)
+    rng = np.random.default_rng(8)
+    n = 6000
+    x = np.ldexp(rng.uniform(1, 2, n), rng.integers(-40, fmt.int_bits + 3, n)) * rng.choice([-1.0, 1.0], n)
+    words = rng.integers(0, 2**32, n, dtype=np.uint32)
+    for x_in in (x, x.astype(np.float32)):
+        for mode, r in (("nearest_even", 32), ("stochastic", 32), ("stochastic", 3)):
+            got = quantize(x_in, fmt, mode, rng=words, rbits=r)
+            for xi, gi, wi in zip(x_in.tolist(), got.tolist(), words.tolist()):
+                want = round_exact(float(xi), fmt, mode, u=wi >> (32 - r), r=r)
+                assert exact(float(gi)) == want, (fmt_s, mode, r, xi, gi, want)
