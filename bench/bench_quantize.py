@@ -51,6 +51,14 @@ def main() -> None:
         rate = lambda t: args.n / t / 1e6
         print(f"{name:8} {rate(ml_t):10.1f} {rate(ne_t):10.1f} {rate(sr_t):10.1f} "
               f"{ml_t / ne_t:7.2f} {ne_t / sr_t:7.2f} {copy_t / ne_t:8.2f}")
+    # HALP's offsets: no peer implements fixed point, so only the copy limit is a reference.
+    for name in ("fixed<1,7>", "mxfp8"):
+        xs = x / 64 if name.startswith("fixed") else x
+        ne_t = best_of(lambda: quantize(xs, name), args.repeat)
+        rng = LaneRNG(seed=1, epoch=0, lanes=64)
+        sr_t = best_of(lambda: quantize(xs, name, "stochastic", rng=rng), args.repeat)
+        print(f"{name:10} {'-':>8} {args.n / ne_t / 1e6:10.1f} {args.n / sr_t / 1e6:10.1f} "
+              f"{'-':>7} {ne_t / sr_t:7.2f} {copy_t / ne_t:8.2f}")
 
 
 if __name__ == "__main__":

@@ -230,7 +230,7 @@ def _fast_stochastic(bits, out_bits, words, w0, c0, c1, r, s, lo, inf_bits, max_
 @njit(cache=True)
 def _fast_fixed(x, out, words, w0, c0, c1, stochastic, r, frac_bits, pow2, min_code, max_code):
     """Fixed point, nearest-even or stochastic, for in-range elements c0..c1 in float64:
-    v = x·2^FL is exact, (v + 1.5·2^52) - 1.5·2^52 is v rounded to nearest-even when
+    v = x·2^FL is exact (when normal), (v + 1.5·2^52) - 1.5·2^52 is v rounded to nearest-even when
     |v| < 2^51, and floor|v|, frac|v|·2^r are exact too. Out-of-range elements (and NaN)
     get the sentinel NaN, which no in-range result is. Returns how many."""
     slow = 0
@@ -254,7 +254,8 @@ def _fast_fixed(x, out, words, w0, c0, c1, stochastic, r, frac_bits, pow2, min_c
             k = fl + ((f + np.float64(words[i - np.uint64(w0)] >> np.uint32(32 - r))) >= two_r)
         else:
             k = (v + magic) - magic
-        ok = (k >= lo) & (k <= hi) & (abs(v) < 2.0**51)
+        # |v| below the normal range may have lost bits when a block scale shrank it.
+        ok = (k >= lo) & (k <= hi) & (abs(v) < 2.0**51) & ((abs(v) >= 2.0**-1022) | (v == 0 and x[i] == 0))
         out[i] = k * eps if ok else np.nan
         slow += not ok
     return slow
@@ -266,14 +267,15 @@ _CHUNK = 256
 
 
 @njit(cache=True)
-def _fast_kernel(x, bits, out, out_bits, words, states, mode, r, s, lo, inf_bits, max_bits, abs_mask,
-                 in_mb, in_emask, in_bias, is_fixed, man_bits, emin, qsub, maxval, has_inf, ovf,
-                 qfix, max_code, min_code, wl, wrap, pow2):
-    """Nearest-even or stochastic, chunk by chunk: the branch-free pass (float formats on the
-    input's bits, fixed point in float64), then the general ``_one`` for the chunk's marked
-    elements. Stochastic words come from
-    ``words`` (one per element) or, if ``states`` is not empty, are drawn from those lane
-    states a chunk at a time (a multiple of the lane count, so lane = element % lanes holds)."""
+def _fast_kernel(x, bits, out, out_bits, words, states, mode, r, s, block, xs, lo_bits, max_bits,
+                 inf_bits, abs_mask, in_mb, in_emask, in_bias, is_fixed, man_bits, emin, qsub, maxval,
+                 has_inf, ovf, qfix, max_code, min_code, wl, wrap, pow2):
+    """Nearest-even or stochastic, block by block (one block for plain formats) and chunk by
+    chunk: the branch-free pass (float formats on the input's bits between lo_bits[b] and
+    max_bits[b], fixed point in float64), then the general ``_one`` for the chunk's marked
+    elements. Stochastic words come from ``words`` (one per element) or, if ``states`` is not
+    empty (plain formats only), are drawn from those lane states a chunk at a time (a multiple
+    of the lane count, so lane = element % lanes holds)."""
     n = x.shape[0]
     count = 0
     stochastic = mode == STOCHASTIC
@@ -282,33 +284,40 @@ def _fast_kernel(x, bits, out, out_bits, words, states, mode, r, s, lo, inf_bits
     chunk = lanes * max(1, _CHUNK // lanes)
     st = states.copy()
     buf = np.empty(chunk if draw else 0, dtype=np.uint32)
-    for c0 in range(0, n, chunk):
-        c1 = min(n, c0 + chunk)
-        if draw:
-            draw_rounds(st, c1 - c0, buf)
-            w, w0 = buf, c0
-        else:
-            w, w0 = words, 0
-        if is_fixed:
-            slow = _fast_fixed(x, out, w, w0, c0, c1, stochastic, r, -qfix, pow2, min_code, max_code)
-        elif stochastic:
-            slow = _fast_stochastic(bits, out_bits, w, w0, c0, c1, r, s, lo, inf_bits, max_bits, abs_mask)
-        else:
-            slow = _fast_nearest_even(bits, out_bits, c0, c1, s, lo, inf_bits, max_bits, abs_mask)
-        if slow:
-            for i in range(c0, c1):
-                if (out[i] != out[i]) if is_fixed else (out_bits[i] == 0):
-                    v, over = _one(np.float64(x[i]), np.int64(bits[i]), w[i - w0] if stochastic else np.uint32(0),
-                                   mode, r, in_mb, in_emask, in_bias, is_fixed, man_bits, emin, qsub,
-                                   maxval, has_inf, ovf, qfix, max_code, min_code, wl, wrap, pow2)
-                    out[i] = v
-                    count += over
+    for b in range((n + block - 1) // block):
+        xb = xs[b]
+        lo, top = lo_bits[b], max_bits[b]
+        maxval_b = maxval * pow2[xb + _POW2_OFFSET]
+        b1 = min(n, (b + 1) * block)
+        for c0 in range(b * block, b1, chunk):
+            c1 = min(b1, c0 + chunk)
+            if draw:
+                draw_rounds(st, c1 - c0, buf)
+                w, w0 = buf, c0
+            else:
+                w, w0 = words, 0
+            if is_fixed:
+                slow = _fast_fixed(x, out, w, w0, c0, c1, stochastic, r, -(qfix + xb), pow2, min_code, max_code)
+            elif stochastic:
+                slow = _fast_stochastic(bits, out_bits, w, w0, c0, c1, r, s, lo, inf_bits, top, abs_mask)
+            else:
+                slow = _fast_nearest_even(bits, out_bits, c0, c1, s, lo, inf_bits, top, abs_mask)
+            if slow:
+                for i in range(c0, c1):
+                    if (out[i] != out[i]) if is_fixed else (out_bits[i] == 0):
+                        v, over = _one(np.float64(x[i]), np.int64(bits[i]),
+                                       w[i - w0] if stochastic else np.uint32(0), mode, r, in_mb, in_emask,
+                                       in_bias, is_fixed, man_bits, emin + xb, qsub + xb, maxval_b, has_inf,
+                                       ovf, qfix + xb, max_code, min_code, wl, wrap, pow2)
+                        out[i] = v
+                        count += over
     states[:] = st
     return count
 
 
-def _bits_of(value: float, dtype: np.dtype) -> int:
-    return int(np.array(value, dtype=dtype).view(_INPUT_LAYOUT[dtype][0]))
+def _bits_of(values, dtype: np.dtype) -> np.ndarray:
+    """Bit patterns (int64) of float64 values that are exact in ``dtype``."""
+    return np.asarray(values, dtype=dtype).view(_INPUT_LAYOUT[dtype][0]).astype(np.int64)
 
 
 def _float32_problem(fmt: FloatFormat | FixedFormat) -> str | None:
@@ -346,6 +355,42 @@ def _floor_log2(a: np.ndarray) -> np.ndarray:
     return np.frexp(a)[1].astype(np.int64) - 1
 
 
+@njit(cache=True)
+def _block_scan(x, block):
+    """Per block: the largest finite |x| (0 if none) and whether it holds a NaN."""
+    n = x.shape[0]
+    nb = max(1, (n + block - 1) // block)
+    amax = np.zeros(nb)
+    has_nan = np.zeros(nb, dtype=np.bool_)
+    for b in range(nb):
+        m = 0.0
+        nan = False
+        for i in range(np.uint64(b * block), np.uint64(min(n, (b + 1) * block))):
+            a = abs(np.float64(x[i]))
+            nan |= a != a
+            m = max(m, a if a < np.inf else 0.0)
+        amax[b] = m
+        has_nan[b] = nan
+    return amax, has_nan
+
+
+def _block_scales(flat: np.ndarray, fmt: BlockFormat) -> tuple[np.ndarray, np.ndarray]:
+    """(shared exponent X per block, NaN-block mask) of a flat float32/float64 array."""
+    el = fmt.element
+    amax, has_nan = _block_scan(flat, max(1, flat.size if fmt.block is None else fmt.block))
+    nz = amax > 0
+    xs = np.full(amax.size, fmt.scale_min_exp, dtype=np.int64)
+    emax_el = int(_floor_log2(np.array([el.max_value]))[0])
+    x0 = _floor_log2(amax[nz]) - emax_el  # the floor rule
+    if fmt.scale_rule == "ceil":
+        # 2^fl <= amax < 2^(fl+1) and 2^emax_el <= max < 2^(emax_el+1) leave X0 or X0 + 1.
+        x0 = np.where(amax[nz] > np.ldexp(el.max_value, x0), x0 + 1, x0)
+    xs[nz] = x0
+    lowest_q = (el.emin - el.man_bits if el.subnormals else el.emin) if isinstance(el, FloatFormat) else -el.frac_bits
+    lo = max(fmt.scale_min_exp, -1074 - lowest_q)
+    return np.clip(xs, lo, fmt.scale_max_exp), has_nan
+
+
 def block_exponents(x: np.ndarray, fmt: BlockFormat) -> np.ndarray:
     """Shared exponent X of each block of the flattened ``x`` (int64, one per block).
 
@@ -357,28 +402,7 @@ def block_exponents(x: np.ndarray, fmt: BlockFormat) -> np.ndarray:
     inside float64. NaN is ignored here (its block becomes NaN); an all-zero (or all-inf) block
     gets the smallest X.
     """
-    el = fmt.element
-    flat = np.asarray(x, dtype=np.float64).ravel()
-    k = flat.size if fmt.block is None else fmt.block
-    nb = max(1, -(-flat.size // k))
-    padded = np.zeros(nb * k)
-    mag = np.abs(flat)
-    padded[:flat.size] = np.where(np.isfinite(mag), mag, 0.0)
-    amax = padded.reshape(nb, k).max(axis=1)
-    nz = amax > 0
-    xs = np.full(nb, fmt.scale_min_exp, dtype=np.int64)
-    emax_el = int(_floor_log2(np.array([el.max_value]))[0])
-    fl = _floor_log2(amax[nz])
-    if fmt.scale_rule == "floor":
-        xs[nz] = fl - emax_el
-    else:
-        cand = fl - emax_el - 1  # amax < 2^(fl+1) <= max·2^(cand+2); step up while it does not fit
-        for _ in range(3):
-            cand = np.where(amax[nz] > np.ldexp(el.max_value, cand), cand + 1, cand)
-        xs[nz] = cand
-    lowest_q = (el.emin - el.man_bits if el.subnormals else el.emin) if isinstance(el, FloatFormat) else -el.frac_bits
-    lo = max(fmt.scale_min_exp, -1074 - lowest_q)
-    return np.clip(xs, lo, fmt.scale_max_exp)
+    return _block_scales(np.ascontiguousarray(x, dtype=np.float64).ravel(), fmt)[0]
 
 
 def _as_array(x) -> tuple[np.ndarray, object]:
@@ -435,36 +459,37 @@ def quantize(x, fmt: Format | str, rounding: str = "nearest_even", rng=None, rbi
     view, in_mb, in_emask, in_bias = _INPUT_LAYOUT[flat.dtype]
     bits, out = flat.view(view), np.empty_like(flat)
     params = _element_params(element)
+    if isinstance(fmt, BlockFormat):
+        xs, nan_blocks = _block_scales(flat, fmt)
+        block = max(1, n if fmt.block is None else fmt.block)
+        if flat.dtype == np.float32 and n and not _block_fits_float32(element, xs):
+            raise ValueError(f"float32 input: {fmt!r} with these block exponents has values float32 "
+                             "cannot hold; pass float64")
+    else:
+        xs, nan_blocks, block = np.zeros(1, dtype=np.int64), None, max(1, n)
     shift = in_mb - element.man_bits if isinstance(element, FloatFormat) else 0
     # The fast path rounds a float target's normal range on the input's bits (fixed point: its
-    # range, in float64). man_bits = 0 is
-    # left to the general path: its ties go to the even significand K, not to the even
-    # exponent field that the bit trick would pick (docs/numerics.md).
+    # range, in float64). man_bits = 0 is left to the general path: its ties go to the even
+    # significand K, not to the even exponent field that the bit trick would pick.
     fast_float = isinstance(element, FloatFormat) and shift > 0 and element.man_bits > 0
-    if not isinstance(fmt, BlockFormat) and mode in (NEAREST_EVEN, STOCHASTIC) and (
-            fast_float or isinstance(element, FixedFormat)):
-        lo = max(_bits_of(element.min_normal, flat.dtype), 1 << in_mb) if fast_float else 0
-        max_bits = _bits_of(element.max_value, flat.dtype) if fast_float else 0
+    if mode in (NEAREST_EVEN, STOCHASTIC) and (fast_float or isinstance(element, FixedFormat)):
+        if states.size and isinstance(fmt, BlockFormat):
+            words, states = rng.words(n), np.zeros(0, dtype=np.uint32)  # blocks need not align with lanes
+        if fast_float:
+            lo_bits = np.maximum(_bits_of(np.ldexp(element.min_normal, xs), flat.dtype), 1 << in_mb)
+            max_bits = _bits_of(np.ldexp(element.max_value, xs), flat.dtype)
+        else:
+            lo_bits = max_bits = np.zeros(xs.size, dtype=np.int64)
         abs_mask = (1 << (in_mb + in_emask.bit_length())) - 1
-        count = _fast_kernel(flat, bits, out, out.view(view), words, states, mode, r, shift, lo,
-                             in_emask << in_mb, max_bits, abs_mask, in_mb, in_emask, in_bias,
+        count = _fast_kernel(flat, bits, out, out.view(view), words, states, mode, r, shift, block, xs,
+                             lo_bits, max_bits, in_emask << in_mb, abs_mask, in_mb, in_emask, in_bias,
                              pow2=_POW2, **params)
     else:
         if states.size:
             words = rng.words(n)  # the general kernel takes one word per element
-        if isinstance(fmt, BlockFormat):
-            xs = block_exponents(flat, fmt)
-            block = max(1, n if fmt.block is None else fmt.block)
-            if flat.dtype == np.float32 and n and not _block_fits_float32(element, xs):
-                raise ValueError(f"float32 input: {fmt!r} with these block exponents has values float32 "
-                                 "cannot hold; pass float64")
-        else:
-            xs, block = np.zeros(1, dtype=np.int64), max(1, n)
         count = _kernel(flat, bits, out, words, block, xs, mode, r, in_mb, in_emask, in_bias,
                         pow2=_POW2, **params)
-        if isinstance(fmt, BlockFormat) and n:
-            nan_blocks = np.isnan(np.pad(flat, (0, len(xs) * block - n)).reshape(len(xs), block)).any(axis=1)
-            if nan_blocks.any():  # OCP MX: a NaN scale makes the whole block NaN
-                out[np.repeat(nan_blocks, block)[:n]] = np.nan
+    if nan_blocks is not None and nan_blocks.any():  # OCP MX: a NaN scale makes the whole block NaN
+        out[np.repeat(nan_blocks, block)[:n]] = np.nan
     result = restore(out)
     return (result, int(count)) if return_saturated else result

@@ -76,7 +76,7 @@ def test_float64_input_is_rounded_once():
     assert quantize(np.float32(x).item(), "fp16") == 1.0
 
 
-def _block_reference(x, fmt):
+def _block_reference(x, fmt, mode="nearest_even", words=None):
     """Shared exponents from the definition with math.frexp, element by element."""
     el, k = fmt.element, fmt.block or x.size
     out = np.empty_like(x)
@@ -93,7 +93,8 @@ def _block_reference(x, fmt):
         else:
             X = next(X for X in range(-200, 200) if amax <= el.max_value * 2.0**X)
         X = min(max(X, fmt.scale_min_exp), fmt.scale_max_exp)
-        out[s:s + k] = quantize(blk * 2.0**-X, el) * 2.0**X
+        w = None if words is None else words[s:s + k]
+        out[s:s + k] = quantize(blk * 2.0**-X, el, mode, rng=w) * 2.0**X
     return out
 
 
@@ -103,8 +104,14 @@ def test_block_formats_follow_the_shared_exponent_rule(fmt_s):
     x = np.random.default_rng(0).standard_normal(1000) * np.repeat(2.0 ** np.arange(-5, 5), 100)
     x[64:96] = 0.0
     x[200] = np.nan
-    got = quantize(x, fmt)
-    assert np.array_equal(got, _block_reference(x, fmt), equal_nan=True)
+    x[300:310] = 1e-6 * x[300:310]  # tiny elements beside large ones: element subnormals
+    words = np.random.default_rng(1).integers(0, 2**32, x.size, dtype=np.uint32)
+    for mode in ("nearest_even", "stochastic", "toward_zero", "nearest_away"):
+        got = quantize(x, fmt, mode, rng=words)
+        assert np.array_equal(got, _block_reference(x, fmt, mode, words), equal_nan=True), mode
+    x32 = x.astype(np.float32)
+    assert np.array_equal(quantize(x32, fmt, "stochastic", rng=words),
+                          _block_reference(x32.astype(np.float64), fmt, "stochastic", words), equal_nan=True)
     if fmt.scale_rule == "ceil":
         assert quantize(x[~np.isnan(x)], fmt, return_saturated=True)[1] == 0
 

@@ -98,7 +98,7 @@ def test_lane_rng_inside_quantize_consumes_exactly_the_words_in_element_order(la
     x = np.random.default_rng(9).standard_normal(1000) * 1e3
     x[::37] = 1e-7  # subnormal / general-path elements in many chunks
     x[5] = 1e30
-    for fmt in ("e4m3fn", "bf16", "fixed<4,8>"):
+    for fmt in ("e4m3fn", "bf16", "fixed<4,8>", "mxfp8", "bfp<8,16>"):
         a, b = LaneRNG(5, 2, lanes), LaneRNG(5, 2, lanes)
         for n in (1000, 333):  # two calls: states must carry over identically
             got = quantize(x[:n], fmt, "stochastic", rng=a)
