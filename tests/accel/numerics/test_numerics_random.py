@@ -29,7 +29,7 @@ def random_inputs(fmt, n: int, seed: int) -> np.ndarray:
     mid = np.ldexp(np.floor(np.ldexp(a, -q)) + 0.5, q)
     step = rng.integers(-2, 3, half)  # the midpoint, or 1-2 float64 ulps either side
     mid = np.where(step > 0, np.nextafter(mid, np.inf), np.where(step < 0, np.nextafter(mid, 0), mid))
-    mid = np.where(np.abs(step) == 2, np.nextafter(mid, np.sign(step) * np.inf), mid)
+    mid = np.where(np.abs(step) == 2, np.nextafter(mid, np.where(step > 0, np.inf, 0.0)), mid)
     x[:half] = mid
     return np.where(rng.random(n) < 0.5, -x, x)
 
