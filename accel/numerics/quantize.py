@@ -190,18 +190,33 @@ def _kernel(x, bits, out, words, block, xs, mode, r,
 
 
 @njit(cache=True)
-def _fast_nearest_even(bits, out_bits, c0, c1, s, lo, inf_bits, max_bits, abs_mask):
-    """Branch-free nearest-even of elements c0..c1 that lie in the target's normal range, on
-    the input's own bits: adding 2^(s-1) - 1 + lsb carries into the exponent exactly as
-    rounding does. Elements outside that range (or overflowing, inf, NaN) get the sentinel 0,
-    never a result here since every handled magnitude is >= lo > 0. Returns how many."""
+def _fast_deterministic(bits, out_bits, c0, c1, mode, s, lo, inf_bits, max_bits, abs_mask):
+    """Branch-free rounding (any mode but stochastic) of elements c0..c1 that lie in the
+    target's normal range, on the input's own bits: adding the mode's increment below the kept
+    bits carries into the exponent exactly as rounding does (nearest-even: 2^(s-1) - 1 + lsb).
+    Elements outside that range (or overflowing, inf, NaN) get the sentinel 0, never a result
+    here since every handled magnitude is >= lo > 0. Returns how many."""
     slow = 0
-    keep = ~((np.int64(1) << s) - 1)
-    half_m1 = (np.int64(1) << (s - 1)) - 1
+    low = (np.int64(1) << s) - 1
+    keep = ~low
+    half = np.int64(1) << (s - 1)
     for i in range(np.uint64(c0), np.uint64(c1)):  # unsigned: no negative-index checks, so it vectorises
         u = np.int64(bits[i])
         a = u & abs_mask
-        rr = (a + half_m1 + ((a >> s) & 1)) & keep
+        neg = u < 0
+        if mode == NEAREST_EVEN:
+            inc = half - 1 + ((a >> s) & 1)
+        elif mode == NEAREST_AWAY:
+            inc = half
+        elif mode == UP:
+            inc = 0 if neg else low
+        elif mode == DOWN:
+            inc = low if neg else 0
+        else:
+            inc = 0
+        rr = (a + inc) & keep
+        if mode == ODD:
+            rr |= np.int64((a & low) != 0) << s
         ok = (a >= lo) & (a < inf_bits) & (rr <= max_bits)
         out_bits[i] = (rr | (u & ~abs_mask)) if ok else 0
         slow += not ok
@@ -228,12 +243,13 @@ def _fast_stochastic(bits, out_bits, words, w0, c0, c1, r, s, lo, inf_bits, max_
 
 
 @njit(cache=True)
-def _fast_fixed(x, out, words, w0, c0, c1, stochastic, r, frac_bits, pow2, min_code, max_code):
-    """Fixed point, nearest-even or stochastic, for in-range elements c0..c1 in float64:
-    v = x·2^FL is exact (when normal), (v + 1.5·2^52) - 1.5·2^52 is v rounded to nearest-even when
-    |v| < 2^51, and floor|v|, frac|v|·2^r are exact too. Out-of-range elements (and NaN)
+def _fast_fixed(x, out, words, w0, c0, c1, mode, r, frac_bits, pow2, min_code, max_code):
+    """Fixed point, any mode, for in-range elements c0..c1 in float64: v = x·2^FL is exact
+    (when normal), (v + 1.5·2^52) - 1.5·2^52 is v rounded to nearest-even when |v| < 2^51, and
+    floor, ceil, frac|v| and frac|v|·2^r are exact too. Out-of-range elements (and NaN)
     get the sentinel NaN, which no in-range result is. Returns how many."""
     slow = 0
+    stochastic = mode == STOCHASTIC
     scale = pow2[frac_bits + _POW2_OFFSET]
     eps = pow2[-frac_bits + _POW2_OFFSET]
     magic = 6755399441055744.0  # 1.5 * 2^52
@@ -241,19 +257,31 @@ def _fast_fixed(x, out, words, w0, c0, c1, stochastic, r, frac_bits, pow2, min_c
     lo, hi = np.float64(min_code), np.float64(max_code)
     for i in range(np.uint64(c0), np.uint64(c1)):  # unsigned: no negative-index checks
         v = np.float64(x[i]) * scale
+        a = abs(v)
+        fa = np.floor(a)
         if stochastic:
             # From the magnitude (v - floor v is not exact for small negative v): with
             # g = frac|v|, a negative v has floor -⌊|v|⌋-1 and F = 2^r - ⌊g·2^r⌋ - sticky.
-            a = abs(v)
-            fa = np.floor(a)
             t = (a - fa) * two_r
             fm = np.floor(t)
             neg_frac = (v < 0) & (t > 0)
             fl = (-fa - 1.0) if neg_frac else (-fa if v < 0 else fa)
             f = (two_r - fm - (t != fm)) if neg_frac else fm
             k = fl + ((f + np.float64(words[i - np.uint64(w0)] >> np.uint32(32 - r))) >= two_r)
-        else:
+        elif mode == NEAREST_EVEN:
             k = (v + magic) - magic
+        elif mode == NEAREST_AWAY:
+            k = np.copysign(fa + ((a - fa) >= 0.5), v)
+        elif mode == TOWARD_ZERO:
+            k = np.copysign(fa, v)
+        elif mode == UP:
+            k = np.ceil(v)
+        elif mode == DOWN:
+            k = np.floor(v)
+        else:  # odd: the odd one of floor(v), floor(v) + 1 unless v is an integer
+            fl = np.floor(v)
+            k = fl + ((fl != v) & (fl - 2.0 * np.floor(fl * 0.5) == 0.0))
+        k += 0.0  # fixed point has one zero: -0 + 0 = +0
         # |v| below the normal range may have lost bits when a block scale shrank it.
         ok = (k >= lo) & (k <= hi) & (abs(v) < 2.0**51) & ((abs(v) >= 2.0**-1022) | (v == 0 and x[i] == 0))
         out[i] = k * eps if ok else np.nan
@@ -270,7 +298,7 @@ _CHUNK = 256
 def _fast_kernel(x, bits, out, out_bits, words, states, mode, r, s, block, xs, lo_bits, max_bits,
                  inf_bits, abs_mask, in_mb, in_emask, in_bias, is_fixed, man_bits, emin, qsub, maxval,
                  has_inf, ovf, qfix, max_code, min_code, wl, wrap, pow2):
-    """Nearest-even or stochastic, block by block (one block for plain formats) and chunk by
+    """Any rounding mode, block by block (one block for plain formats) and chunk by
     chunk: the branch-free pass (float formats on the input's bits between lo_bits[b] and
     max_bits[b], fixed point in float64), then the general ``_one`` for the chunk's marked
     elements. Stochastic words come from ``words`` (one per element) or, if ``states`` is not
@@ -297,11 +325,11 @@ def _fast_kernel(x, bits, out, out_bits, words, states, mode, r, s, block, xs, l
             else:
                 w, w0 = words, 0
             if is_fixed:
-                slow = _fast_fixed(x, out, w, w0, c0, c1, stochastic, r, -(qfix + xb), pow2, min_code, max_code)
+                slow = _fast_fixed(x, out, w, w0, c0, c1, mode, r, -(qfix + xb), pow2, min_code, max_code)
             elif stochastic:
                 slow = _fast_stochastic(bits, out_bits, w, w0, c0, c1, r, s, lo, inf_bits, top, abs_mask)
             else:
-                slow = _fast_nearest_even(bits, out_bits, c0, c1, s, lo, inf_bits, top, abs_mask)
+                slow = _fast_deterministic(bits, out_bits, c0, c1, mode, s, lo, inf_bits, top, abs_mask)
             if slow:
                 for i in range(c0, c1):
                     if (out[i] != out[i]) if is_fixed else (out_bits[i] == 0):
@@ -472,7 +500,7 @@ def quantize(x, fmt: Format | str, rounding: str = "nearest_even", rng=None, rbi
     # range, in float64). man_bits = 0 is left to the general path: its ties go to the even
     # significand K, not to the even exponent field that the bit trick would pick.
     fast_float = isinstance(element, FloatFormat) and shift > 0 and element.man_bits > 0
-    if mode in (NEAREST_EVEN, STOCHASTIC) and (fast_float or isinstance(element, FixedFormat)):
+    if fast_float or isinstance(element, FixedFormat):
         if states.size and isinstance(fmt, BlockFormat):
             words, states = rng.words(n), np.zeros(0, dtype=np.uint32)  # blocks need not align with lanes
         if fast_float:
