@@ -12,8 +12,11 @@ How (docs/numerics.md has the exact definitions): the input's bit pattern gives 
 with an integer ``sig`` of at most 53 bits. The target grid at x has step 2^q (float: q = the
 exponent of x minus the mantissa bits, floored at the subnormal step; fixed: q = -FL; blocks add
 the block's shared exponent). K = sig >> (q - lsb) and the discarded bits decide the rounding,
-all in integers, so no intermediate format ever rounds. One compiled kernel does every family
-and mode; float32 input is decoded from its own bits and the result stored back as float32.
+all in integers, so no intermediate format ever rounds (``_one``, the general path, decides
+every family and mode). A branch-free fast path handles the common case first: a float
+target's normal range rounded on the input's own bit pattern, fixed point in exact float64;
+whatever it cannot decide (subnormals, overflow, specials) it marks for ``_one``. float32 input
+is decoded from its own bits and the result stored back as float32.
 """
 from __future__ import annotations
 
