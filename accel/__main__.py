@@ -2,8 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import threading
 
 from accel.daemon import BACKENDS, serve
+
+
+def exit_with_parent(poll_s: float = 0.5) -> None:
+    """SIGTERM ourselves once the launching process is gone (a host killed with SIGKILL
+    cannot stop us, and an orphaned daemon would hold its socket forever)."""
+    parent = os.getppid()
+
+    def loop() -> None:
+        while os.getppid() == parent:
+            threading.Event().wait(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -11,7 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bind", default="tcp://127.0.0.1:5555",
                         help="tcp://HOST:PORT or ipc://PATH (default: loopback tcp port 5555)")
     parser.add_argument("--backend", default="emulated", choices=sorted(BACKENDS))
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop when the process that started this one exits (cosim run uses this)")
     args = parser.parse_args(argv)
+    if args.exit_with_parent:
+        exit_with_parent()
     try:
         serve(args.bind, backend=args.backend)
     except KeyboardInterrupt:

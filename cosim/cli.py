@@ -120,6 +120,7 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
     from cosim.results import ResultsDir
     from cosim.trace import TraceWriter
     from host.train import ACCELERATOR_ALGORITHMS, train
+    from protocol.channel import AcceleratorGone
 
     resolved = run.pop("resolved")
     name = run["name"] or f"{Path(cfg.dataset).stem}-{cfg.model}"
@@ -167,7 +168,9 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
     except Exception as exc:
         if not _is_user_facing(exc):
             raise
-        err.print(f"[bold red]error:[/] {exc}")
+        # The client often notices a dead peer before the watcher does; name the real cause.
+        gone = accel is not None and isinstance(exc, AcceleratorGone) and accel.exited(within=1.0)
+        err.print(f"[bold red]error:[/] {accel.death_notice() if gone else exc}")
     finally:
         if accel is not None:
             accel.stop()
@@ -189,9 +192,10 @@ class _nothing:
 
 
 def _is_user_facing(exc: Exception) -> bool:
-    """Errors that explain themselves (bad input, accelerator gone) rather than a bug of ours."""
-    from protocol.channel import AcceleratorError, AcceleratorTimeout
-    return isinstance(exc, (AcceleratorError, AcceleratorTimeout, ValueError, OSError))
+    """Errors that explain themselves (the accelerator refused or vanished, a file could not be
+    written) rather than a bug of ours, which keeps its traceback."""
+    from protocol.channel import AcceleratorError, AcceleratorGone
+    return isinstance(exc, (AcceleratorError, AcceleratorGone, OSError))
 
 
 Opt = typer.Option

@@ -45,7 +45,8 @@ class AcceleratorProcess:
         log = log or Path(tempfile.mkstemp(prefix="cosim-accel-", suffix=".log")[1])
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "accel", "--bind", address, "--backend", backend],
+                [sys.executable, "-m", "accel", "--bind", address, "--backend", backend,
+                 "--exit-with-parent"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)  # Ctrl-C reaches the host only; the host stops us in order
         self = cls(proc, address, log)
@@ -80,6 +81,20 @@ class AcceleratorProcess:
         except FileNotFoundError:
             return ""
 
+    def exited(self, within: float = 0.0) -> bool:
+        """Whether the daemon has exited (waiting up to ``within`` seconds for it to)."""
+        try:
+            self._proc.wait(within)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def death_notice(self) -> str:
+        """What to tell the user when the daemon exited under a running host."""
+        tail = "\n".join(self.output().strip().splitlines()[-10:])
+        return (f"the accelerator daemon (pid {self.pid}) exited with code {self.returncode} "
+                f"during the run" + (f"; its last output:\n{tail}" if tail else ""))
+
     def stop(self, grace: float = 5.0) -> None:
         if self._proc.poll() is None:
             self._proc.terminate()
@@ -106,9 +121,7 @@ def watch(accel: AcceleratorProcess, poll_s: float = 0.2) -> Iterator[None]:
     done = threading.Event()
 
     def on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
-        raise AcceleratorDied(f"the accelerator daemon (pid {accel.pid}) exited with code "
-                              f"{accel.returncode} during the run; its last output:\n"
-                              + "\n".join(accel.output().strip().splitlines()[-10:]))
+        raise AcceleratorDied(accel.death_notice())
 
     def loop() -> None:
         while not done.wait(poll_s):

@@ -155,3 +155,19 @@ def test_ctrl_c_stops_both_and_keeps_results(tmp_path):
     d = run_dir(tmp_path)
     assert json.loads((d / "metrics.json").read_text())["status"] == "interrupted"
     assert (d / "convergence.png").exists()
+
+
+@pytest.mark.slow
+def test_host_killed_hard_takes_the_daemon_with_it(tmp_path):
+    proc, pid = _start_long_run(tmp_path)
+    proc.kill()  # SIGKILL: no finally blocks run in the host
+    proc.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError("the accelerator daemon outlived its host")
