@@ -5,11 +5,17 @@
     >>> w.dtype, w.shape
     (dtype('uint32'), (10,))
 
-Recipe (shifts and XORs only, so an RTL model reproduces it; docs/numerics.md):
-lane l in epoch e of run seed s starts from
-``t = (s & 0xffffffff) ^ (s >> 32) ^ ((e & 0xffff) << 16) ^ (l & 0xffff)`` (0 is replaced by
-0x9E3779B9, the one state xorshift32 never leaves), then discards 16 outputs. Each draw is
-``x ^= x << 13; x ^= x >> 17; x ^= x << 5`` (32-bit) and returns the new x.
+Recipe (shifts, XORs and, once per lane and epoch, adds; docs/numerics.md): lane l in epoch e
+of run seed s starts from ``t = wang32((s & 0xffffffff) ^ (s >> 32) ^ ((e & 0xffff) << 16) ^
+(l & 0xffff))`` (0 is replaced by 0x9E3779B9, the one state xorshift32 never leaves), then
+discards 16 outputs. Each draw is ``x ^= x << 13; x ^= x >> 17; x ^= x << 5`` (32-bit) and
+returns the new x.
+
+Why the hash: xorshift32 is linear over GF(2), so the stream from t ^ u is the XOR of the
+streams from t and u. Seeded with ``base ^ l`` directly, lanes 4k..4k+3 XOR to zero on every
+draw (their seeds do), so a fourth of every stochastic-rounding word was a function of three
+others. Thomas Wang's hash32shift (bijective, adds and shifts) makes short XOR relations among
+lane seeds as rare as among random seeds.
 """
 from __future__ import annotations
 
@@ -57,9 +63,26 @@ def _draw(states: np.ndarray, n: int, out: np.ndarray) -> None:
     states[:] = st
 
 
+def wang32(a: int) -> int:
+    """Thomas Wang's hash32shift: a bijection of 32-bit words from adds, shifts and XORs.
+
+        >>> hex(wang32(0)), hex(wang32(1))
+        ('0xcaa3caa3', '0x12d60bf6')
+    """
+    m = 0xFFFFFFFF
+    a &= m
+    a = ((~a & m) + (a << 15)) & m  # (a << 15) - a - 1
+    a ^= a >> 12
+    a = (a + (a << 2)) & m
+    a ^= a >> 4
+    a = (a + (a << 3) + (a << 11)) & m  # a * 2057
+    a ^= a >> 16
+    return a
+
+
 def lane_seed(seed: int, epoch: int, lane: int) -> int:
     """Initial xorshift32 state of one lane, before the warm-up."""
-    t = (seed & 0xFFFFFFFF) ^ (seed >> 32) ^ ((epoch & 0xFFFF) << 16) ^ (lane & 0xFFFF)
+    t = wang32((seed & 0xFFFFFFFF) ^ (seed >> 32) ^ ((epoch & 0xFFFF) << 16) ^ (lane & 0xFFFF))
     return t or ZERO_SEED_REPLACEMENT
 
 

@@ -57,11 +57,22 @@ def test_mean_error_is_the_exact_r_bit_expectation():
             assert abs(expect - x) <= eps * 2.0**-32
 
 
+def _wang32(a: int) -> int:
+    """Thomas Wang's hash32shift written with its multiplications, as published."""
+    m = 0xFFFFFFFF
+    a = (a * 32767 - 1) & m  # ~a + (a << 15)
+    a ^= a >> 12
+    a = (a * 5) & m
+    a ^= a >> 4
+    a = (a * 2057) & m
+    return a ^ (a >> 16)
+
+
 def test_lane_rng_known_answer_from_the_recipe():
     seed, epoch = 0x0123456789ABCDEF, 5
     t = (seed & 0xFFFFFFFF) ^ (seed >> 32) ^ ((epoch & 0xFFFF) << 16) ^ 0  # lane 0
     assert t == 0x89ABCDEF ^ 0x01234567 ^ 0x00050000
-    x = t
+    x = _wang32(t)
     for _ in range(16):
         x = _xorshift32(x)
     first = []
@@ -73,8 +84,8 @@ def test_lane_rng_known_answer_from_the_recipe():
     assert w[0::4].tolist() == first
     # Frozen values (from the pure-Python steps above), so a changed recipe cannot hide, and
     # lane 1 (t ^ 1) is a different stream.
-    assert first == [0xAA8C80C8, 0x68262DC2, 0x1E595AAD]
-    assert w[1::4].tolist() == [0x9FAD19C0, 0xAE35F6CA, 0x0D7B693C]
+    assert first == [0x9274D7C7, 0x190A43A1, 0x7EB728DE]
+    assert w[1::4].tolist() == [0x1E680601, 0xCBAD03F5, 0x11A1559C]
 
 
 def test_lane_rng_reproducible_and_persistent_across_calls():
@@ -88,13 +99,28 @@ def test_lane_rng_reproducible_and_persistent_across_calls():
 
 
 def test_zero_seed_state_is_replaced():
-    # seed 0, epoch 0, lane 0 gives t = 0, the xorshift fixed point: the recipe substitutes.
-    w = LaneRNG(0, 0, 1).words(4)
+    # wang32 is a bijection: exactly one input, 0xBFFF7FFF, hashes to 0, the xorshift fixed
+    # point; the recipe substitutes 0x9E3779B9 (seed 0xBFFF7FFF, epoch 0, lane 0 gives t = it).
+    assert _wang32(0xBFFF7FFF) == 0
     x = 0x9E3779B9
     for _ in range(17):
         x = _xorshift32(x)
+    w = LaneRNG(0xBFFF7FFF, 0, 1).words(4)
     assert w[0] == x == 0x0E78EA8A
     assert (w != 0).all() and len(set(w.tolist())) == 4
+
+
+def test_no_four_lanes_xor_to_zero():
+    """xorshift32 is linear: lanes whose seeds XOR to zero give words that XOR to zero on every
+    draw. Seeded with base ^ lane, every aligned group of four did; the hash removes that."""
+    for seed, epoch in ((12345, 0), (0, 0), (2**64 - 1, 7)):
+        w = LaneRNG(seed, epoch, 64).words(64 * 50).reshape(50, 64)
+        pair = {}
+        for i in range(64):
+            for j in range(i + 1, 64):
+                key = (w[:, i] ^ w[:, j]).tobytes()
+                assert key not in pair, (seed, epoch, pair.get(key), (i, j))
+                pair[key] = (i, j)
 
 
 @pytest.mark.parametrize("lanes", [1, 7, 64, 300])
