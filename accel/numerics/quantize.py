@@ -20,6 +20,8 @@ is decoded from its own bits and the result stored back as float32.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from numba import njit
 
@@ -33,6 +35,7 @@ __all__ = ["quantize", "block_exponents"]
 # 2^q for every q a float64 can hold, so the kernel builds K·2^q by one exact multiplication.
 _POW2 = np.ldexp(1.0, np.arange(-1074, 1024)).astype(np.float64)
 _POW2_OFFSET = 1074
+_NO_BLOCK_EXPONENT = np.zeros(1, dtype=np.int64)
 
 # What "infinity" becomes when a float result overflows (the descriptor's overflow rule).
 _OVF_INF, _OVF_SAT, _OVF_NAN = 0, 1, 2
@@ -381,6 +384,36 @@ def _element_params(fmt: FloatFormat | FixedFormat) -> dict:
                 wl=fmt.bits, wrap=fmt.overflow == "wrap")
 
 
+@lru_cache(maxsize=1024)
+def _parse_cached(text: str) -> Format:
+    return parse_format(text)
+
+
+@lru_cache(maxsize=1024)
+def _plan(element: FloatFormat | FixedFormat, dtype: np.dtype) -> tuple:
+    """What one (element format, input dtype) pair needs on every call, worked out once:
+    (kernel parameters in signature order, fast-path shift or None, the plain format's
+    fast-path bounds (lo_bits, max_bits))."""
+    in_mb = _INPUT_LAYOUT[dtype][1]
+    params = tuple(_element_params(element).values()) + (_POW2,)
+    if isinstance(element, FixedFormat):
+        return params, 0, (np.zeros(1, dtype=np.int64),) * 2
+    shift = in_mb - element.man_bits
+    # The fast path rounds a float target's normal range on the input's bits. man_bits = 0 is
+    # left to the general path: its ties go to the even significand K, not to the even
+    # exponent field that the bit trick would pick.
+    if shift <= 0 or element.man_bits == 0:
+        return params, None, None
+    return params, shift, _fast_bounds(element, dtype, np.zeros(1, dtype=np.int64))
+
+
+def _fast_bounds(element: FloatFormat, dtype: np.dtype, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bit patterns (in the input dtype) of the target's smallest normal and of its max, per
+    block exponent: the fast path's range."""
+    lo_bits = np.maximum(_bits_of(np.ldexp(element.min_normal, xs), dtype), 1 << _INPUT_LAYOUT[dtype][1])
+    return lo_bits, _bits_of(np.ldexp(element.max_value, xs), dtype)
+
+
 def _floor_log2(a: np.ndarray) -> np.ndarray:
     """Exact ⌊log2 a⌋ for positive finite float64 (frexp is exact)."""
     return np.frexp(a)[1].astype(np.int64) - 1
@@ -470,7 +503,7 @@ def quantize(x, fmt: Format | str, rounding: str = "nearest_even", rng=None, rbi
     ``return_saturated``: also return the number of elements that overflowed the finite range
     (finite overflows and infinite inputs; NaN not counted), whatever the overflow rule did.
     """
-    fmt = parse_format(fmt)
+    fmt = _parse_cached(fmt) if isinstance(fmt, str) else parse_format(fmt)
     mode = mode_code(rounding)
     r = rbits_code(rbits)
     flat, restore = _as_array(x)
@@ -489,37 +522,29 @@ def quantize(x, fmt: Format | str, rounding: str = "nearest_even", rng=None, rbi
         raise ValueError(f"float32 input: {why}; pass float64")
     view, in_mb, in_emask, in_bias = _INPUT_LAYOUT[flat.dtype]
     bits, out = flat.view(view), np.empty_like(flat)
-    params = _element_params(element)
+    params, shift, bounds = _plan(element, flat.dtype)
     if isinstance(fmt, BlockFormat):
         xs, nan_blocks = _block_scales(flat, fmt)
         block = max(1, n if fmt.block is None else fmt.block)
         if flat.dtype == np.float32 and n and not _block_fits_float32(element, xs):
             raise ValueError(f"float32 input: {fmt!r} with these block exponents has values float32 "
                              "cannot hold; pass float64")
+        if shift:  # float elements: the fast path's range moves with each block's exponent
+            bounds = _fast_bounds(element, flat.dtype, xs)
+        elif shift == 0:
+            bounds = (np.zeros(xs.size, dtype=np.int64),) * 2
     else:
-        xs, nan_blocks, block = np.zeros(1, dtype=np.int64), None, max(1, n)
-    shift = in_mb - element.man_bits if isinstance(element, FloatFormat) else 0
-    # The fast path rounds a float target's normal range on the input's bits (fixed point: its
-    # range, in float64). man_bits = 0 is left to the general path: its ties go to the even
-    # significand K, not to the even exponent field that the bit trick would pick.
-    fast_float = isinstance(element, FloatFormat) and shift > 0 and element.man_bits > 0
-    if fast_float or isinstance(element, FixedFormat):
+        xs, nan_blocks, block = _NO_BLOCK_EXPONENT, None, max(1, n)
+    if shift is not None:  # the fast path (fixed point: shift 0, its range checked in float64)
         if states.size and isinstance(fmt, BlockFormat):
             words, states = rng.words(n), np.zeros(0, dtype=np.uint32)  # blocks need not align with lanes
-        if fast_float:
-            lo_bits = np.maximum(_bits_of(np.ldexp(element.min_normal, xs), flat.dtype), 1 << in_mb)
-            max_bits = _bits_of(np.ldexp(element.max_value, xs), flat.dtype)
-        else:
-            lo_bits = max_bits = np.zeros(xs.size, dtype=np.int64)
         abs_mask = (1 << (in_mb + in_emask.bit_length())) - 1
         count = _fast_kernel(flat, bits, out, out.view(view), words, states, mode, r, shift, block, xs,
-                             lo_bits, max_bits, in_emask << in_mb, abs_mask, in_mb, in_emask, in_bias,
-                             pow2=_POW2, **params)
+                             *bounds, in_emask << in_mb, abs_mask, in_mb, in_emask, in_bias, *params)
     else:
         if states.size:
             words = rng.words(n)  # the general kernel takes one word per element
-        count = _kernel(flat, bits, out, words, block, xs, mode, r, in_mb, in_emask, in_bias,
-                        pow2=_POW2, **params)
+        count = _kernel(flat, bits, out, words, block, xs, mode, r, in_mb, in_emask, in_bias, *params)
     if nan_blocks is not None and nan_blocks.any():  # OCP MX: a NaN scale makes the whole block NaN
         out[np.repeat(nan_blocks, block)[:n]] = np.nan
     result = restore(out)
