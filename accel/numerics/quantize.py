@@ -374,6 +374,8 @@ def _block_fits_float32(el: FloatFormat | FixedFormat, xs: np.ndarray) -> bool:
 
 
 def _element_params(fmt: FloatFormat | FixedFormat) -> dict:
+    """The kernels' format parameters, keyed by name in their signature order (``_kernel``
+    callers elsewhere pass them as keywords; ``_plan`` takes the values in order)."""
     if isinstance(fmt, FloatFormat):
         return dict(is_fixed=False, man_bits=fmt.man_bits, emin=fmt.emin,
                     qsub=fmt.emin - fmt.man_bits if fmt.subnormals else fmt.emin,
