@@ -49,7 +49,8 @@ def epoch_ops(algorithm: str, problem: str, fmts: KernelFormats, *, n_features: 
     per = Counter()
     per[mul_dx] += B * F * C                     # exact dot products x_i · (dq or q)
     per["add exact-acc"] += B * (F - 1) * C      # their exact sums
-    per[f"mul {acc}"] += B * C                   # d_i = R(s·s_i)  or  a_i = R(s·(x_i·q))
+    per[f"round {acc} nearest_even"] += B * C    # the exact dot leaves the accumulator: R(s_i)
+    per[f"mul {acc}"] += B * C                   # d_i = R(s·R(s_i))  or  a_i = R(s·R(x_i·q))
     if algorithm == "svrg":
         per[f"add {fmts.offset!r}"] += F * C     # dq = q − q_a (exact)
         if problem != "linear":

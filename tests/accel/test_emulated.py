@@ -191,6 +191,7 @@ def test_counts_from_the_shapes():
     assert ops["add exact-acc"] == 3 * 2 * 1
     assert ops["mul fp32"] == 3 * (2 + 4 + 2 + 4 + 4)           # d, x·r, ·1/B, λ·(s·dq), (α·u)·1/s
     assert ops["add fp32"] == 3 * (2 + 4)                       # batch sum; + reg and + g̃
+    assert ops["round fp32 nearest_even"] == 3 * 2              # each dot leaves the exact accumulator
     assert ops["rng bits"] == 3 * 2 * 32
     assert ops["round fixed<3,5> stochastic"] == 3 * 2
     assert report.memory["data read"] == 3 * 2 * 2 * 2 * 8 // 8
@@ -279,3 +280,26 @@ def test_offset_update_rounds_the_exact_difference(rounding):
     want = [_exact_offset_update(qi, ti, 6, -128, 127, rounding, int(w)) for qi, ti, w in zip(q, t, words)]
     assert got.tolist() == [value for value, _ in want]
     assert saturations == sum(saturated for _, saturated in want) > 0
+
+
+def test_float_data_with_fixed_offsets():
+    """e4m3fn data and fixed<1,7> offsets (issue 3's example run): the 34-bit exact dot goes
+    into fp32 before the scale multiplies it, so nothing rounds twice, and the counts name
+    both formats."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 30, (6, 65))
+    b = configure("linear", n=6, f=65, data="e4m3fn", offset="fixed<1,7>", l2=0.1, scale=0.01)
+    b.load_data(LoadData(start=0, x=x, y=rng.normal(size=6)))
+    b.recentre(Recentre(full_grad=rng.normal(size=(65, 1)), anchor=None, scale=0.01))
+    b.q[:] = quantize(rng.uniform(-1, 1, (65, 1)), "fixed<1,7>")
+    k = StepConstants(s=b.s, inv_s=float(np.float32(1 / b.s)), alpha=float(np.float32(0.01)),
+                      lam=float(np.float32(0.1)), inv_b=1.0)
+    xq = quantize(x, "e4m3fn")
+    exact = sum(Fraction(float(a)) * Fraction(float(c)) for a, c in zip(xq[2], b.q[:, 0]))
+    R = acc_rounder(parse_format("fp32"))
+    d_spec = float(np.float32(b.s * float(np.float32(float(exact)))))   # R(s · R(s_i))
+    t = svrg_step("linear", xq[2:3], None, b.q, b.qa, b.g_tilde, k, R)
+    g = R(R(xq[2][:, None] * d_spec) + R(k.lam * R(k.s * b.q)))
+    assert np.array_equal(t, R(R(k.alpha * R(g + b.g_tilde)) * k.inv_s))
+    ops = run(b, "svrg", [2, 4], step_size=0.01).ops
+    assert ops["mul e4m3fn*fixed<1,7>"] == 2 * 65
