@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The default problem, with HALP beside its float64 (SVRG) and low-precision (LP-SGD) baselines.
 run: $(STAMP)
-	$(VENV)/bin/cosim run $(ARGS)
+	$(VENV)/bin/cosim run --algorithm svrg,halp,lpsgd $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra

@@ -129,7 +129,7 @@ def plot_convergence(records: list[dict], path: Path, *, title: str = "") -> Non
     axb.set_yscale("log", base=2)
     axb.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     axb.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.axhline(1e-10, color="grey", lw=0.8, ls="--")
+    ax.axhline(1e-10, color="grey", lw=0.8, ls="--")  # the accuracy of the HALP claim
     ax.set_ylabel("relative loss gap (f − f*) / |f*|")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend()
