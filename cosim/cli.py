@@ -289,9 +289,7 @@ def accel(
         serve(bind, backend=backend)
     except KeyboardInterrupt:
         err.print("cosim accel: stopped")
-    except Exception as exc:
-        if not _is_user_facing(exc) and type(exc).__module__.split(".")[0] != "zmq":
-            raise
+    except (OSError, ValueError) as exc:  # the address: malformed, in use, not ours to bind
         _fail(f"cannot serve on {bind}: {exc}")
 
 

@@ -99,6 +99,8 @@ class TraceReader:
                         _check_header(record, self.path)
                         first = False
                     yield record
+            except TraceError:
+                raise
             except (msgpack.exceptions.ExtraData, msgpack.exceptions.FormatError,
                     msgpack.exceptions.StackError, ValueError) as exc:
                 if first:

@@ -95,6 +95,14 @@ def _send(sock: zmq.Socket, small: list[bytes], tensors: list, *, copy_tensors: 
         sock.send_multipart(tensors, copy=copy_tensors)
 
 
+def check_address(address: str) -> None:
+    """Refuse a tcp port outside 0..65535 (libzmq would silently take it modulo 65536)."""
+    if address.startswith("tcp://"):
+        port = address.rsplit(":", 1)[-1]
+        if port.isdigit() and int(port) > 65535:
+            raise ValueError(f"{address}: port {port} is outside 0..65535")
+
+
 def _tune(sock: zmq.Socket) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
@@ -110,6 +118,7 @@ class Client:
                  context: zmq.Context | None = None) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds; got {timeout!r}")
+        check_address(address)
         self.address = address
         self.session = session or uuid.uuid4().hex
         self.timeout = timeout
@@ -229,6 +238,7 @@ class Server:
 
     def __init__(self, address: str, *, limits: Limits = Limits(), tap: Tap | None = None,
                  context: zmq.Context | None = None) -> None:
+        check_address(address)
         self.limits = limits
         self._tap = tap
         self._own_ctx = context is None

@@ -171,3 +171,18 @@ def test_host_killed_hard_takes_the_daemon_with_it(tmp_path):
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
     raise AssertionError("the accelerator daemon outlived its host")
+
+
+@pytest.mark.parametrize("bind, fragment", [("tcp://127.0.0.1:99999", "outside 0..65535"),
+                                            ("nonsense", "addresses look like")])
+def test_accel_bad_bind_address(bind, fragment):
+    r = cosim("accel", "--bind", bind, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"cannot serve on {bind}" in r.stderr and fragment in r.stderr
+
+
+def test_trace_show_refuses_other_files(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("not a trace")
+    r = cosim("trace", "show", str(p), timeout=60)
+    assert r.returncode == 2 and "is not a cosim trace" in r.stderr and "Traceback" not in r.stderr

@@ -274,3 +274,10 @@ def test_bad_reply_from_a_broken_accelerator_raises_protocol_error():
             client.request(m.Hello(client="t"))
         assert err.value.code == "malformed"
     router.close()
+
+
+@pytest.mark.parametrize("make", [lambda a: Server(a), lambda a: Client(a)])
+def test_tcp_port_out_of_range_is_refused(make):
+    # libzmq would take 99999 modulo 65536 and serve on port 34463 without a word
+    with pytest.raises(ValueError, match="port 99999 is outside 0..65535"):
+        make("tcp://127.0.0.1:99999")
