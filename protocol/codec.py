@@ -2,6 +2,7 @@
 
 Example::
 
+    >>> from protocol.messages import Fetch
     >>> frames = encode(Fetch(), seq=2, session="run-1")
     >>> env, msg = decode(frames)
     >>> env.type, env.seq, msg

@@ -9,9 +9,8 @@
 """
 from __future__ import annotations
 
-# Same names and order as protocol.messages.ROUNDINGS (a test checks they agree); the
-# position in this tuple is the code the kernels use.
-ROUNDINGS = ("nearest_even", "nearest_away", "toward_zero", "up", "down", "odd", "stochastic")
+# The protocol names the modes; the position in its tuple is the code the kernels switch on.
+from protocol.messages import ROUNDINGS
 
 NEAREST_EVEN, NEAREST_AWAY, TOWARD_ZERO, UP, DOWN, ODD, STOCHASTIC = range(len(ROUNDINGS))
 

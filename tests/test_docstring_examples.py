@@ -1,0 +1,19 @@
+"""The usage examples in module docstrings run as written (those that need no daemon)."""
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "protocol.formats", "protocol.messages", "protocol.codec",
+    "accel.accounting", "accel.backends.emulated", "accel.daemon",
+    "accel.numerics", "accel.numerics.accumulate", "accel.numerics.arith",
+    "accel.numerics.codec", "accel.numerics.doubleword", "accel.numerics.quantize",
+    "accel.numerics.rng", "accel.numerics.rounding", "host.datasets",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_examples_run(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
