@@ -308,7 +308,7 @@ class EmulatedBackend:
 
     def run_epoch(self, msg: RunEpoch) -> EpochReport:
         cfg, R, B = self.cfg, self.R, msg.batch_size
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):   # a NaN update is caught below
             k = StepConstants(s=self.s, inv_s=float(R(np.array(1.0 / self.s))),
                               alpha=float(R(np.array(msg.step_size))), lam=float(R(np.array(cfg.l2))),
                               inv_b=float(R(np.array(1.0 / B))))
@@ -324,8 +324,11 @@ class EmulatedBackend:
                     t_step = sgd_step(cfg.problem, self.xq[batch], self.y[batch], q, k, R)
                 if np.isnan(t_step).any():
                     # State is untouched: q is stored only after the whole epoch.
-                    raise ProtocolError("bad_value", f"epoch {msg.epoch} step {t}: the update is NaN (the "
-                                        f"accumulator {self.fmts.acc!r} overflowed; step size too large?)")
+                    raise ProtocolError("bad_value", f"epoch {msg.epoch} step {t}: the update is NaN: the "
+                                        f"iteration diverged until the accumulator {self.fmts.acc!r} "
+                                        "overflowed (too few offset bits for this problem, or too "
+                                        "large a step size); the offset keeps its value from before "
+                                        "this epoch")
                 q, sat = offset_update(q, t_step, self.fmts.offset, cfg.rounding, rng, cfg.rbits or None)
                 saturations += sat
         self.q = q

@@ -303,3 +303,17 @@ def test_float_data_with_fixed_offsets():
     assert np.array_equal(t, R(R(k.alpha * R(g + b.g_tilde)) * k.inv_s))
     ops = run(b, "svrg", [2, 4], step_size=0.01).ops
     assert ops["mul e4m3fn*fixed<1,7>"] == 2 * 65
+
+
+def test_a_diverging_epoch_is_refused_and_leaves_the_offset_alone():
+    # What a diverged outer loop sends: a scale at the top of fp32 and a gradient beyond it,
+    # so d = s·(x·dq) and g̃ overflow to opposite infinities and u = inf − inf.
+    b = configure("linear", n=4, f=2, offset="fixed<1,7>", l2=0.0, scale=1.0)
+    b.load_data(LoadData(start=0, x=np.full((4, 2), 1.5), y=np.ones(4)))
+    b.recentre(Recentre(full_grad=np.full((2, 1), -1e39), anchor=None, scale=3e38))
+    b.q[:] = 0.5
+    before = b.q.copy()
+    with pytest.raises(ProtocolError, match="diverged until the accumulator fp32 overflowed") as e:
+        run(b, "svrg", [0, 1, 2, 3], step_size=0.1, epoch=1)
+    assert e.value.code == "bad_value"
+    assert np.array_equal(b.q, before)
