@@ -122,10 +122,12 @@ def plot_convergence(records: list[dict], path: Path, *, title: str = "") -> Non
         by_alg.setdefault(r["algorithm"], []).append(r)
     fig, (ax, axb) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True,
                                   gridspec_kw={"height_ratios": [3, 1]})
-    for alg, rs in by_alg.items():
+    for i, (alg, rs) in enumerate(by_alg.items()):
         epochs = [r["epoch"] for r in rs]
-        ax.semilogy(epochs, [max(r["gap"], GAP_FLOOR) for r in rs], marker="o", ms=3, label=alg)
-        axb.step(epochs, [r["bits"] for r in rs], where="post", label=alg)
+        line, = ax.semilogy(epochs, [max(r["gap"], GAP_FLOOR) for r in rs], marker="o", ms=3, label=alg)
+        # algorithms often share a width: distinct dashes keep overlapping steps visible
+        axb.step(epochs, [r["bits"] for r in rs], where="post", color=line.get_color(),
+                 ls=("-", "--", ":", "-.")[i % 4], lw=1.5 + 0.5 * (i % 2))
     axb.set_yscale("log", base=2)
     axb.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     axb.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
