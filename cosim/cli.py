@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import tempfile
 import tomllib
@@ -120,10 +121,9 @@ TARGET_GAP = 1e-10  # the accuracy the HALP claim is about; the plot marks it to
 
 def _print_summary(records: list[dict]) -> None:
     """Per algorithm: final gap, first epoch at or below TARGET_GAP, wall time."""
-    by_alg: dict[str, list[dict]] = {}
-    for r in records:
-        by_alg.setdefault(r["algorithm"], []).append(r)
-    for alg, rs in by_alg.items():
+    from cosim.results import by_algorithm
+
+    for alg, rs in by_algorithm(records).items():
         hit = next((r["epoch"] for r in rs if r["gap"] <= TARGET_GAP), None)
         reached = f"gap ≤ {TARGET_GAP:g} at epoch {hit}" if hit is not None else f"gap > {TARGET_GAP:g}"
         console.print(f"[bold]{alg:>7}[/]: final gap {_fmt(rs[-1]['gap'])} after {rs[-1]['epoch']} "
@@ -168,8 +168,7 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
             def on_start(algorithm: str) -> None:
                 trace.mark("algorithm", name=algorithm)
 
-            guard = watch(accel) if accel else _nothing()
-            with guard:
+            with watch(accel) if accel else contextlib.nullcontext():
                 result = train(cfg, connect=connect, tap=trace.message, on_epoch=on_epoch,
                                on_start=on_start)
             status = "completed"
@@ -198,14 +197,6 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
                   f"convergence.png, trace.cosim)")
     if status != "completed":
         raise typer.Exit(130 if status == "interrupted" else 1)
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _is_user_facing(exc: Exception) -> bool:
@@ -301,6 +292,7 @@ def trace_show(
     """Summarise a trace: header, messages by type and direction, bytes, op counts."""
     from rich.table import Table
 
+    from cosim.results import by_algorithm
     from cosim.trace import TraceError, summarize
 
     if not file.exists():
@@ -323,10 +315,7 @@ def trace_show(
         for op, n in sorted(s["ops"].items()):
             t.add_row(op, f"{n:,}")
         console.print(t)
-    algs: dict[str, list] = {}
-    for e in s["epochs"]:
-        algs.setdefault(e["algorithm"], []).append(e)
-    for alg, es in algs.items():
+    for alg, es in by_algorithm(s["epochs"]).items():
         last = es[-1]
         console.print(f"{alg}: {len(es)} epochs recorded, final gap {_fmt(last.get('gap'))}, "
                       f"bits {last.get('bits')}")

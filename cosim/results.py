@@ -30,9 +30,8 @@ def toml_dumps(table: dict) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, (int, float)):
-            if isinstance(v, float) and not math.isfinite(v):
-                return {True: "inf", False: "-inf"}[v > 0] if not math.isnan(v) else "nan"
-            return repr(v)
+            # TOML spells the non-finite floats inf, -inf and nan, as Python's str() does
+            return str(v) if isinstance(v, float) and not math.isfinite(v) else repr(v)
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(value(x) for x in v) + "]"
         return json.dumps(str(v))  # a JSON string is a valid TOML basic string
@@ -109,6 +108,14 @@ def _jsonable(v: Any) -> Any:
     raise TypeError(f"cannot store {type(v).__name__} in metrics.json")
 
 
+def by_algorithm(records: list[dict]) -> dict[str, list[dict]]:
+    """Epoch records grouped per algorithm, in the order the algorithms ran."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(r["algorithm"], []).append(r)
+    return groups
+
+
 def plot_convergence(records: list[dict], path: Path, *, title: str = "") -> None:
     """Relative loss gap against epoch (log scale), one line per algorithm; bits underneath."""
     import matplotlib
@@ -117,12 +124,9 @@ def plot_convergence(records: list[dict], path: Path, *, title: str = "") -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_alg: dict[str, list[dict]] = {}
-    for r in records:
-        by_alg.setdefault(r["algorithm"], []).append(r)
     fig, (ax, axb) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True,
                                   gridspec_kw={"height_ratios": [3, 1]})
-    for i, (alg, rs) in enumerate(by_alg.items()):
+    for i, (alg, rs) in enumerate(by_algorithm(records).items()):
         epochs = [r["epoch"] for r in rs]
         line, = ax.semilogy(epochs, [max(r["gap"], GAP_FLOOR) for r in rs], marker="o", ms=3, label=alg)
         # algorithms often share a width: distinct dashes keep overlapping steps visible

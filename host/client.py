@@ -13,7 +13,8 @@ Example::
     ...     z, state = acc.offset()              # scale · q as float64, and the raw state
 
 Errors come from the protocol client: an error reply raises ``AcceleratorError`` (with its
-``.code``), a silent or dead accelerator raises ``AcceleratorTimeout``.
+``.code``), a dead accelerator ``AcceleratorGone`` (within a fraction of a second), a silent
+one ``AcceleratorTimeout`` (a subclass of it after the timeout); all from ``protocol.channel``.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from fractions import Fraction
 import numpy as np
 
 from oracle import NAN, INF, fixed_values, float_limits, float_values, pow2
-from protocol.formats import FixedFormat, FloatFormat
+from protocol.formats import FixedFormat
 
 
 def _magnitudes(fmt) -> list[Fraction]:

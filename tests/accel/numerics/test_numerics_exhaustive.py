@@ -7,7 +7,7 @@ import pytest
 from accel.numerics import ROUNDINGS, decode, encode, quantize
 from cases import boundary_inputs
 from oracle import NAN, exact, fixed_values, float_values, round_exact, stochastic_fraction
-from protocol.formats import FixedFormat, FloatFormat, parse_format
+from protocol.formats import FixedFormat, parse_format
 
 # Representative formats of <= 12 bits: E = 1..8, every specials/overflow rule, nosub, odd
 # biases, signed/unsigned/wrapping fixed point.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from oracle import float_limits
-from protocol.formats import FloatFormat, parse_format
+from protocol.formats import FloatFormat
 
 
 def ulp_exponent(a: np.ndarray, fmt: FloatFormat) -> np.ndarray:
