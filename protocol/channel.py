@@ -340,9 +340,11 @@ class Server:
         # No ROUTER_MANDATORY: a reply to a client that vanished is dropped, not an error.
         # Reply tensors are copied: the handler may return views of state that the next
         # request changes while ZeroMQ is still sending.
-        _send(self._sock, [ident, packed], frames, copy_tensors=True)
+        # The tap sees the reply before it leaves, so whoever holds the reply can rely on
+        # the record of it already existing (traces are the truth, even across a crash).
         if self._tap:
             self._tap(TapEvent(time.time(), "a2h", header, frames))
+        _send(self._sock, [ident, packed], frames, copy_tensors=True)
 
     def close(self) -> None:
         """Close the socket; waits at most ``SERVER_LINGER_MS`` for the last replies to leave."""
