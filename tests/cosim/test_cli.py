@@ -118,8 +118,11 @@ def test_host_and_accel_by_hand_over_tcp(tmp_path):
 
 
 def _start_long_run(tmp_path):
+    # A shell's background job inherits SIGINT ignored, and Python then keeps ignoring it;
+    # the run must see Ctrl-C the way a terminal user's process does.
     proc = subprocess.Popen([*COSIM, "run", "--epochs", "200", "--out", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     pid = None
     for line in proc.stdout:
         if m := re.search(r"accelerator daemon pid (\d+)", line):
