@@ -222,7 +222,8 @@ def run(
     seed: Annotated[Optional[int], Opt(help="Run seed: sample order and the accelerator's random bits. Default 0.")] = None,
     l2: Annotated[Optional[float], Opt(help="L2 regularisation λ. Default 1e-2.")] = None,
     step_size: Annotated[Optional[float], Opt(help="Step size α. Default 0.5/L from the data's smoothness bound.")] = None,
-    mu: Annotated[Optional[float], Opt(help="HALP's μ in δ = ‖g̃‖/(μ·max). Default 10λ.")] = None,
+    mu: Annotated[Optional[float], Opt(help="HALP's μ in δ = ‖g̃‖/(μ·max): the offset range is ±‖g̃‖/μ. Default 10λ.")] = None,
+    mu_rule: Annotated[Optional[str], Opt(help="widen (default): halve μ after every epoch whose offsets saturated, down to λ; fixed: keep μ, as the HALP paper does.")] = None,
     inner_steps: Annotated[Optional[int], Opt(help="Inner steps T per epoch. Default n (one pass).")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Minibatch size. Default 1.")] = None,
     data_format: Annotated[Optional[str], Opt(help="Accelerator data format, e.g. fixed<2,6>, e4m3fn. Default from --bits and the data range.")] = None,
@@ -252,6 +253,7 @@ def run(
     flags = dict(dataset=dataset, model=model, algorithms=algorithm, bits=bits, rounding=rounding,
                  rbits=rbits, samples=samples, features=features, condition=condition,
                  epochs=epochs, seed=seed, l2=l2, step_size=step_size, mu=mu,
+                 mu_rule=mu_rule,
                  inner_steps=inner_steps, batch_size=batch_size, data_format=data_format,
                  offset_format=offset_format, acc_format=acc_format, lanes=lanes, policy=policy,
                  timeout=timeout, backend=backend, transport=transport, out=out, name=name)

@@ -1,13 +1,13 @@
 """Scheduler policies: between epochs, decide whether to re-scale the offset grid and whether
-to promote the accelerator's offset format. A policy only decides; the training loop acts,
+to promote the accelerator's offset format; :func:`halp_mu` sets how wide the re-scaled grid is. A policy only decides; the training loop acts,
 and only by sending messages (``recentre`` with a scale, ``promote``).
 
 Example::
 
     >>> policy = AdaptivePrecision(FixedPrecision(), threshold=0.9)
-    >>> policy.decide([1.0, 0.5], parse_format("fixed<1,7>"))
+    >>> policy.decide([1.0, 0.5], FixedFormat(1, 7))
     Decision(rescale=False, promote=None)
-    >>> policy.decide([1.0, 0.5, 0.49], parse_format("fixed<1,7>"))
+    >>> policy.decide([1.0, 0.5, 0.49], FixedFormat(1, 7))
     Decision(rescale=False, promote=fixed<1,11>)
 
 ``grad_norms`` is the history of full-gradient norms ‖∇f‖ at the start of every epoch so far,
@@ -21,6 +21,7 @@ from typing import Protocol, Sequence
 from protocol.formats import FixedFormat, Format
 
 POLICIES = ("recentre", "fixed", "adaptive")
+MU_RULES = ("widen", "fixed")
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,25 @@ class AdaptivePrecision:
         wider = FixedFormat(offset_format.int_bits, offset_format.frac_bits + added,
                             offset_format.signed, offset_format.overflow)
         return Decision(rescale, promote=wider)
+
+
+def halp_mu(mu: float, l2: float, saturated_epochs: int, rule: str = "widen") -> float:
+    """HALP's μ for the next re-centre, after ``saturated_epochs`` epochs whose offsets saturated.
+
+    ``fixed``: μ as given, the paper's constant. ``widen``: μ halves after every saturating
+    epoch, so the range ±‖g̃‖/μ doubles, but never below min(μ, λ): λ-strong convexity
+    already bounds ‖w̃ − w*‖ by ‖g̃‖/λ, so a wider range only coarsens the grid.
+
+    >>> halp_mu(0.1, 0.01, 2)
+    0.025
+    >>> halp_mu(0.1, 0.01, 9), halp_mu(0.1, 0.01, 9, "fixed")
+    (0.01, 0.1)
+    """
+    if rule not in MU_RULES:
+        raise ValueError(f"unknown mu rule {rule!r}; choose one of {', '.join(MU_RULES)}")
+    if rule == "fixed":
+        return mu
+    return max(mu * 0.5**saturated_epochs, min(mu, l2))
 
 
 def make_policy(name: str | None, algorithm: str) -> Policy:

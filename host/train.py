@@ -24,7 +24,7 @@ from host.datasets import BUILTIN_TASKS, Dataset, check_pairing, load_dataset
 from host.models import MODELS, Objective
 from host.optimizers import epoch_order, sgd_epoch, svrg_epoch
 from host.reference import Reference, reference_optimum, relative_gap
-from host.scheduler import POLICIES, Policy, make_policy
+from host.scheduler import MU_RULES, POLICIES, Policy, halp_mu, make_policy
 from protocol.formats import BlockFormat, FixedFormat, Format, FormatError, parse_format
 from protocol.messages import ROUNDINGS
 
@@ -48,6 +48,7 @@ class TrainConfig:
     l2: float = 1e-2
     step_size: float | None = None       # α = 0.5 / L
     mu: float | None = None              # HALP μ = 10 λ
+    mu_rule: str = "widen"               # halve μ after each epoch whose offsets saturated
     inner_steps: int | None = None       # T = n
     batch_size: int = 1
     data_format: str | None = None       # fixed<IL, b−IL>, smallest IL holding max|x|
@@ -103,6 +104,8 @@ class TrainConfig:
                     parse_format(getattr(self, name))
                 except FormatError as exc:
                     raise ValueError(f"{name}: {exc}") from None
+        if self.mu_rule not in MU_RULES:
+            bad("mu_rule", f"choose one of {', '.join(MU_RULES)}")
         if self.policy is not None and self.policy not in POLICIES:
             bad("policy", f"choose one of {', '.join(POLICIES)} (or unset for each algorithm's natural policy)")
         for algo in algos:
@@ -281,6 +284,7 @@ def _run_accel(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
     emit(_record(algo, 0, obj, ref, w, grad, repr(fmt), fmt.bits, started,
                  scale=None if algo == "halp" else rc["lp_scale"]))
     count = rc["inner_steps"] * rc["batch_size"]
+    saturated_epochs = 0
     for epoch in range(1, rc["epochs"] + 1):
         if norms[-1] == 0.0:
             break   # exactly at the optimum; HALP's δ = ‖g̃‖/(μ·max) would be 0
@@ -289,11 +293,13 @@ def _run_accel(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
             fmt = decision.promote
             acc.promote(repr(fmt))
         if algo != "lpsgd":
-            scale = norms[-1] / (rc["mu"] * fmt.max_value) if decision.rescale else None
+            mu = halp_mu(rc["mu"], rc["l2"], saturated_epochs, rc["mu_rule"])
+            scale = norms[-1] / (mu * fmt.max_value) if decision.rescale else None
             acc.recentre(grad, obj.anchor_terms(w), scale)
         order = epoch_order(rc["seed"], epoch, obj.n_samples, count)
         report = acc.run_epoch("sgd" if algo == "lpsgd" else "svrg", epoch=epoch, step_size=rc["step_size"],
                                batch_size=rc["batch_size"], order=order)
+        saturated_epochs += report.saturations > 0
         offset, state = acc.offset()
         w = w + offset if algo == "halp" else offset
         grad = obj.grad(w)

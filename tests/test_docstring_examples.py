@@ -9,7 +9,7 @@ MODULES = [
     "accel.accounting", "accel.backends.emulated", "accel.daemon",
     "accel.numerics", "accel.numerics.accumulate", "accel.numerics.arith",
     "accel.numerics.codec", "accel.numerics.doubleword", "accel.numerics.quantize",
-    "accel.numerics.rng", "accel.numerics.rounding", "host.datasets",
+    "accel.numerics.rng", "accel.numerics.rounding", "host.datasets", "host.scheduler",
 ]
 
 

@@ -82,6 +82,7 @@ def test_same_seed_same_bits(tmp_path):
     (["--rounding", "sideways"], "stochastic"),
     (["--offset-format", "fixed<1"], "accepted forms"),
     (["--backend", "rtl"], "emulated"),
+    (["--mu-rule", "wide"], "widen, fixed"),
     (["--config", "no-such-file.toml"], "does not exist"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, fragment):

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from host.scheduler import halp_mu
 from host.train import TrainConfig, train
 from protocol.channel import AcceleratorGone
 
@@ -111,9 +112,31 @@ def test_killed_daemon_raises_clear_error_over_tcp():
 @pytest.mark.parametrize("dataset,model", [("diabetes", "linear"), ("breast_cancer", "logistic")])
 def test_linear_and_logistic_paths_converge(daemon, dataset, model):
     # Least squares sends no anchor terms, logistic sends σ(x·w̃): both kernels must make
-    # HALP and LP-SVRG progress (HALP saturates on both with μ = 10λ, see docs/host.md).
+    # HALP and LP-SVRG progress (μ = 10λ saturates on both at first, see docs/host.md).
     result = train(TrainConfig(dataset=dataset, model=model, algorithms=("halp", "lpsvrg"), epochs=8),
                    connect=daemon)
     gaps = {a: [r.gap for r in result.records if r.algorithm == a] for a in ("halp", "lpsvrg")}
     assert gaps["halp"][-1] < 1e-3 * gaps["halp"][0] and gaps["lpsvrg"][-1] < 1e-2 * gaps["lpsvrg"][0]
     assert gaps["halp"][-1] < gaps["halp"][4] < gaps["halp"][1]
+
+
+def test_widening_mu_on_saturation_restores_svrg_rate_on_breast_cancer(daemon):
+    # μ = 10λ makes breast_cancer's offsets saturate in every epoch from the fourth on; the
+    # default rule halves μ after each saturating epoch (down to λ) and HALP then keeps
+    # SVRG's pace. The paper's fixed μ is still there and still slow.
+    def run(rule):
+        cfg = TrainConfig(dataset="breast_cancer", model="logistic", algorithms=("svrg", "halp"),
+                          mu_rule=rule, epochs=20)
+        return train(cfg, connect=daemon).records
+
+    widen, fixed = run("widen"), run("fixed")
+    svrg_epochs = _first_epoch_below(widen, "svrg", 1e-10)
+    assert _first_epoch_below(widen, "halp", 1e-10) <= math.floor(1.5 * svrg_epochs)
+    halp = [r for r in widen if r.algorithm == "halp"]
+    assert sum(r.saturations > 0 for r in halp) <= 4 and halp[-1].saturations == 0
+    # δ_e = ‖g̃_{e−1}‖ / (μ_e · 127/128): the last epoch ran with μ halved once per saturating epoch
+    mu_last = halp[-2].grad_norm / (halp[-1].scale * 127 / 128)
+    assert mu_last == pytest.approx(halp_mu(0.1, 0.01, sum(r.saturations > 0 for r in halp[:-1])), rel=1e-6)
+    assert mu_last < 0.1
+    stuck = [r for r in fixed if r.algorithm == "halp"]
+    assert stuck[-1].gap > 1e-8 and all(r.saturations > 100 for r in stuck[5:])

@@ -1,7 +1,8 @@
 """Scheduler decisions, one rule per policy."""
 import pytest
 
-from host.scheduler import AdaptivePrecision, Decision, FixedPrecision, RecentreEveryEpoch, make_policy
+from host.scheduler import (AdaptivePrecision, Decision, FixedPrecision, RecentreEveryEpoch, halp_mu,
+                            make_policy)
 from protocol.formats import FixedFormat, parse_format
 
 F8 = parse_format("fixed<1,7>")
@@ -43,3 +44,12 @@ def test_make_policy_natural_and_errors():
         make_policy("recentre", "lpsgd")
     with pytest.raises(ValueError, match="halp, lpsgd, lpsvrg"):
         make_policy(None, "svrg")
+
+
+def test_halp_mu_widens_by_two_per_saturated_epoch_down_to_lambda():
+    assert [halp_mu(0.1, 0.01, k) for k in range(5)] == [0.1, 0.05, 0.025, 0.0125, 0.01]
+    assert halp_mu(0.1, 0.01, 50, "fixed") == 0.1
+    assert halp_mu(0.005, 0.01, 3) == 0.005          # already wider than the λ bound: kept
+    assert halp_mu(0.1, 0.0, 3) == 0.0125            # no λ: widening stops only with saturation
+    with pytest.raises(ValueError, match="choose one of widen, fixed"):
+        halp_mu(0.1, 0.01, 1, "grow")
