@@ -141,7 +141,11 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
     resolved = run.pop("resolved")
     name = run["name"] or f"{Path(cfg.dataset).stem}-{cfg.model}"
     settings, derived = _split_settable(resolved)
-    results = ResultsDir.create(run["out"], name=name, config=settings, derived=derived)
+    try:
+        results = ResultsDir.create(run["out"], name=name, config=settings, derived=derived)
+    except OSError as exc:
+        _fail(f"cannot create the results directory under {run['out']!r}: "
+              f"{exc.strerror or exc}; choose another with --out")
     needs_accel = any(a in ACCELERATOR_ALGORITHMS for a in cfg.algorithms)
     console.print(f"[bold]cosim[/] {', '.join(cfg.algorithms)} on {cfg.dataset}/{cfg.model}, "
                   f"{cfg.bits} bits, seed {cfg.seed} → {results.path}")

@@ -25,6 +25,7 @@ from host.models import MODELS, Objective
 from host.optimizers import epoch_order, sgd_epoch, svrg_epoch
 from host.reference import Reference, reference_optimum, relative_gap
 from host.scheduler import MU_RULES, POLICIES, Policy, halp_mu, make_policy
+from protocol.codec import Limits
 from protocol.formats import BlockFormat, FixedFormat, Format, FormatError, parse_format
 from protocol.messages import ROUNDINGS
 
@@ -186,6 +187,15 @@ def _resolve_rules(cfg: TrainConfig, ds: Dataset, obj: Objective) -> dict[str, A
         n_samples=obj.n_samples, n_features=obj.n_features, n_outputs=obj.n_outputs,
         preprocessing=ds.preprocessing,
     )
+    if cfg.batch_size > obj.n_samples:
+        raise ValueError(f"batch_size: at most the {obj.n_samples} samples of {cfg.dataset}; "
+                         f"got {cfg.batch_size}")
+    # Every epoch's sample order travels as one uint32 tensor; refuse here what the
+    # accelerator would refuse after the run has started.
+    per_epoch = resolved["inner_steps"] * cfg.batch_size
+    if per_epoch * 4 > Limits().max_tensor_bytes:
+        raise ValueError(f"inner_steps × batch_size = {per_epoch} sample indices per epoch exceed "
+                         f"the protocol's {Limits().max_tensor_bytes // 4} per message; lower either")
     return resolved
 
 

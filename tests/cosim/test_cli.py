@@ -83,6 +83,8 @@ def test_same_seed_same_bits(tmp_path):
     (["--offset-format", "fixed<1"], "accepted forms"),
     (["--backend", "rtl"], "emulated"),
     (["--mu-rule", "wide"], "widen, fixed"),
+    (["--batch-size", "100000"], "at most the 1797 samples of digits"),
+    (["--inner-steps", "100000000"], "sample indices per epoch exceed"),
     (["--config", "no-such-file.toml"], "does not exist"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, fragment):
@@ -90,6 +92,13 @@ def test_bad_input_is_one_clear_line(tmp_path, args, fragment):
     assert r.returncode == 2, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
     assert "error:" in r.stderr and fragment in r.stderr
+
+
+def test_an_unwritable_results_directory_is_a_user_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    r = cosim("run", "--out", str(tmp_path / "file" / "runs"), timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "cannot create the results directory" in r.stderr and "--out" in r.stderr
 
 
 def test_bad_config_key(tmp_path):
