@@ -67,6 +67,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"config file {path} is not valid TOML: {exc}") from None
     known = _settable()
@@ -292,7 +294,7 @@ def accel(
 
 @trace_app.command("show")
 def trace_show(
-    file: Annotated[Path, typer.Argument(help="A trace.cosim file from a results directory.")],
+    file: Annotated[Path, typer.Argument(help="A trace.cosim file, or a results directory holding one.")],
     epochs: Annotated[bool, Opt(help="Also list every recorded epoch.")] = False,
 ) -> None:
     """Summarise a trace: header, messages by type and direction, bytes, op counts."""
@@ -303,10 +305,16 @@ def trace_show(
 
     if not file.exists():
         _fail(f"{file} does not exist")
+    if file.is_dir():
+        if not (file / "trace.cosim").is_file():
+            _fail(f"{file} is a directory without a trace.cosim; give a trace file or a results directory")
+        file = file / "trace.cosim"
     try:
         s = summarize(file)
     except TraceError as exc:
         _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror or exc}")
     h = s["header"]
     cfg = h.get("config", {})
     console.print(f"[bold]{file}[/]: trace v{h.get('version')}, protocol v{h.get('protocol')}, "

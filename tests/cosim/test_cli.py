@@ -48,6 +48,7 @@ def test_run_writes_results_and_trace(tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert re.search(r"h2a\s+│\s+run_epoch\s+│\s+2\b", shown.stdout), shown.stdout
     assert "halp: 3 epochs recorded" in shown.stdout
+    assert cosim("trace", "show", str(d)).stdout == shown.stdout  # the results directory will do
     # the resolved config reruns the same thing
     again = cosim("run", "--config", str(d / "config.toml"), "--out", str(tmp_path / "again"))
     assert again.returncode == 0, again.stderr
@@ -86,6 +87,7 @@ def test_same_seed_same_bits(tmp_path):
     (["--batch-size", "100000"], "at most the 1797 samples of digits"),
     (["--inner-steps", "100000000"], "sample indices per epoch exceed"),
     (["--config", "no-such-file.toml"], "does not exist"),
+    (["--config", "."], "cannot read config file"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, fragment):
     r = cosim("run", *args, "--out", str(tmp_path), timeout=60)
@@ -199,3 +201,5 @@ def test_trace_show_refuses_other_files(tmp_path):
     p.write_text("not a trace")
     r = cosim("trace", "show", str(p), timeout=60)
     assert r.returncode == 2 and "is not a cosim trace" in r.stderr and "Traceback" not in r.stderr
+    r = cosim("trace", "show", str(tmp_path), timeout=60)
+    assert r.returncode == 2 and "without a trace.cosim" in r.stderr and "Traceback" not in r.stderr
