@@ -1,6 +1,7 @@
 """Scheduler policies: between epochs, decide whether to re-scale the offset grid and whether
-to promote the accelerator's offset format; :func:`halp_mu` sets how wide the re-scaled grid is. A policy only decides; the training loop acts,
-and only by sending messages (``recentre`` with a scale, ``promote``).
+to promote the accelerator's offset format; :func:`halp_mu` sets how wide a re-scaled grid
+is. A policy only decides; the training loop acts, and only by sending messages
+(``recentre`` with a scale, ``promote``).
 
 Example::
 
