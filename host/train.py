@@ -192,10 +192,10 @@ def _resolve_rules(cfg: TrainConfig, ds: Dataset, obj: Objective) -> dict[str, A
                          f"got {cfg.batch_size}")
     # Every epoch's sample order travels as one uint32 tensor; refuse here what the
     # accelerator would refuse after the run has started.
-    per_epoch = resolved["inner_steps"] * cfg.batch_size
-    if per_epoch * 4 > Limits().max_tensor_bytes:
+    per_epoch, most = resolved["inner_steps"] * cfg.batch_size, Limits().max_tensor_bytes // 4
+    if per_epoch > most:
         raise ValueError(f"inner_steps × batch_size = {per_epoch} sample indices per epoch exceed "
-                         f"the protocol's {Limits().max_tensor_bytes // 4} per message; lower either")
+                         f"the protocol's {most} per message; lower either")
     return resolved
 
 
@@ -303,8 +303,10 @@ def _run_accel(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
             fmt = decision.promote
             acc.promote(repr(fmt))
         if algo != "lpsgd":
-            mu = halp_mu(rc["mu"], rc["l2"], saturated_epochs, rc["mu_rule"])
-            scale = norms[-1] / (mu * fmt.max_value) if decision.rescale else None
+            scale = None
+            if decision.rescale:
+                mu = halp_mu(rc["mu"], rc["l2"], saturated_epochs, rc["mu_rule"])
+                scale = norms[-1] / (mu * fmt.max_value)
             acc.recentre(grad, obj.anchor_terms(w), scale)
         order = epoch_order(rc["seed"], epoch, obj.n_samples, count)
         report = acc.run_epoch("sgd" if algo == "lpsgd" else "svrg", epoch=epoch, step_size=rc["step_size"],
