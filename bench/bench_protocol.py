@@ -38,13 +38,13 @@ from protocol.channel import Client, Server
 
 ROWS, COLS = 2048, 1024                        # 2048 × 1024 × 8 B = 16 MiB
 PROMOTE = m.Promote(offset_format="fixed<1,7>")
-ACK_DICT = {"v": 1, "type": "ack", "seq": 0, "session": "bench",
+ACK_DICT = {"v": list(m.PROTOCOL_VERSION), "type": "ack", "seq": 0, "session": "bench",
             "body": {"of": "promote", "info": {}}, "tensors": []}
 
 
 def _ours_handler(msg: m.Message) -> m.Message:
     if isinstance(msg, m.Hello):
-        return m.Capabilities(1, "bench", [], [], [], [], {})
+        return m.Capabilities(list(m.PROTOCOL_VERSION), "bench", [], [], [], [], {})
     return m.Ack(msg.TYPE, {})
 
 
@@ -106,9 +106,9 @@ class Raw:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(address)
         self.x, self.y, self.seq = x, y, 0
-        self.header = {"v": 1, "type": "promote", "seq": 0, "session": "bench",
+        self.header = {"v": list(m.PROTOCOL_VERSION), "type": "promote", "seq": 0, "session": "bench",
                        "body": {"offset_format": "fixed<1,7>"}, "tensors": []}
-        self.big_header = {"v": 1, "type": "load_data", "seq": 0, "session": "bench",
+        self.big_header = {"v": list(m.PROTOCOL_VERSION), "type": "load_data", "seq": 0, "session": "bench",
                            "body": {"start": 0},
                            "tensors": [{"name": "x", "dtype": "<f8", "shape": list(x.shape), "frame": 1},
                                        {"name": "y", "dtype": "<f8", "shape": list(y.shape), "frame": 2}]}

@@ -18,6 +18,10 @@ request's seq and session.
 
 Transports: ``tcp://``, ``ipc://`` and, in one process, ``inproc://`` (pass one
 ``context`` to both ends).
+
+Versions: each end sends its own ``version`` (default ``PROTOCOL_VERSION``; pass an older or
+newer (major, minor) to play such a peer) and reads the other's by the rules of
+:mod:`protocol.codec`. A request of another major gets a ``bad_version`` error reply.
 """
 from __future__ import annotations
 
@@ -30,9 +34,9 @@ from typing import Callable
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from .codec import (Envelope, Limits, ProtocolError, decode_message, encode_parts, pack_header,
-                    read_envelope)
-from .messages import REPLIES, REQUESTS, Error, Hello, Message, Shutdown
+from .codec import (Envelope, Limits, ProtocolError, Version, check_version, decode_message,
+                    encode_parts, pack_header, read_envelope)
+from .messages import PROTOCOL_VERSION, REPLIES, REQUESTS, Error, Hello, Message, Shutdown
 
 __all__ = ["Client", "Server", "TapEvent", "AcceleratorError", "AcceleratorGone",
            "AcceleratorTimeout"]
@@ -115,10 +119,12 @@ class Client:
 
     def __init__(self, address: str, *, session: str | None = None, timeout: float = 30.0,
                  limits: Limits = Limits(), tap: Tap | None = None,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None,
+                 version: Version = PROTOCOL_VERSION) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds; got {timeout!r}")
         check_address(address)
+        self.version = check_version(version)
         self.address = address
         self.session = session or uuid.uuid4().hex
         self.timeout = timeout
@@ -155,7 +161,7 @@ class Client:
             self._sock.setsockopt(zmq.RCVTIMEO, slice_ms)
             self._slice_ms = slice_ms
         seq = 1 if isinstance(msg, Hello) else self._seq + 1
-        header, frames = encode_parts(msg, seq, self.session)
+        header, frames = encode_parts(msg, seq, self.session, self.version)
         # Zero-copy is safe here: the caller's arrays cannot change before the reply arrives,
         # and the reply arrives after the request has left.
         _send(self._sock, [pack_header(header)], frames, copy_tensors=False)
@@ -168,8 +174,8 @@ class Client:
             reply_frames = _recv(self._sock, 1)
         except zmq.Again:
             reply_frames = self._wait(msg.TYPE, seq, timeout)
-        env = read_envelope(reply_frames, self.limits)
-        reply = decode_message(env, reply_frames, self.limits, REPLIES)
+        env = read_envelope(reply_frames, self.limits, self.version)
+        reply = decode_message(env, reply_frames, self.limits, REPLIES, self.version)
         if env.seq != seq or env.session != self.session:
             raise ProtocolError("bad_sequence", f"reply carries seq {env.seq} of session "
                                 f"{env.session!r}; the request was seq {seq} of {self.session!r}")
@@ -237,8 +243,10 @@ class Server:
     """The accelerator's end: validates each request, calls the handler, replies."""
 
     def __init__(self, address: str, *, limits: Limits = Limits(), tap: Tap | None = None,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None,
+                 version: Version = PROTOCOL_VERSION) -> None:
         check_address(address)
+        self.version = check_version(version)
         self.limits = limits
         self._tap = tap
         self._own_ctx = context is None
@@ -288,11 +296,11 @@ class Server:
                 ) -> tuple[Message | None, Message, Envelope | None]:
         env = request = None
         try:
-            env = read_envelope(frames, self.limits)
+            env = read_envelope(frames, self.limits, self.version)
             if self._tap:
                 self._tap(TapEvent(time.time(), "h2a", env.header, frames[1:]))
             self._check_sequence(ident, env)
-            request = decode_message(env, frames, self.limits, REQUESTS)
+            request = decode_message(env, frames, self.limits, REQUESTS, self.version)
             if isinstance(request, Hello):
                 self._sessions.pop(ident, None)  # re-insert: the newest connection is kept longest
                 self._sessions[ident] = [env.session, 1]
@@ -330,12 +338,12 @@ class Server:
     def _send(self, ident: bytes, reply: Message, env: Envelope | None) -> None:
         seq, session = (env.seq, env.session) if env else (0, "")
         try:
-            header, frames = encode_parts(reply, seq, session)
+            header, frames = encode_parts(reply, seq, session, self.version)
             packed = pack_header(header)
         except Exception as exc:  # e.g. a handler put an unencodable object in a dict
             log.exception("cannot encode the reply %s", reply.TYPE)
             header, frames = encode_parts(Error("internal", f"cannot encode the reply: {exc}",
-                                                seq if env else -1), seq, session)
+                                                seq if env else -1), seq, session, self.version)
             packed = pack_header(header)
         # No ROUTER_MANDATORY: a reply to a client that vanished is dropped, not an error.
         # Reply tensors are copied: the handler may return views of state that the next

@@ -5,12 +5,12 @@ Example::
     >>> from protocol.messages import Fetch
     >>> frames = encode(Fetch(), seq=2, session="run-1")
     >>> env, msg = decode(frames)
-    >>> env.type, env.seq, msg
-    ('fetch', 2, Fetch())
+    >>> env.type, env.seq, env.version, msg
+    ('fetch', 2, (1, 1), Fetch())
 
 Frame 0 is the header, a msgpack map with exactly these keys::
 
-    {"v": 1, "type": "load_data", "seq": 3, "session": "run-1",
+    {"v": [1, 1], "type": "load_data", "seq": 3, "session": "run-1",
      "body": {"start": 0},                                   # scalar fields
      "tensors": [{"name": "x", "dtype": "<f8", "shape": [100, 64], "frame": 1}, ...]}
 
@@ -24,6 +24,19 @@ from ``ERROR_CODES`` and a message naming the field.
 Decoded arrays are **read-only views** onto the received frames (no copy); copy them
 to modify. Nothing is allocated from a declared size before that size has been checked
 against :class:`Limits` and against the frame that carries the bytes.
+
+Versions: ``"v"`` is ``[major, minor]`` (a bare ``1`` is the 1.0 form and reads as (1, 0)).
+Every function takes the local ``version`` (default :data:`PROTOCOL_VERSION`), so a test can
+play an older or newer peer. A receiver refuses another major (``bad_version``); from a peer
+of a higher minor it ignores body fields and tensors it does not know, and still validates
+every one it does. Example::
+
+    >>> frames = encode(Fetch(), seq=2, session="run-1", version=(1, 2))
+    >>> decode(frames)[0].version
+    (1, 2)
+    >>> decode(encode(Fetch(), 2, "run-1", version=(2, 0)))
+    Traceback (most recent call last):
+    protocol.codec.ProtocolError: bad_version: protocol version 2.0; this side speaks 1.1 (majors must match)
 """
 from __future__ import annotations
 
@@ -40,13 +53,14 @@ from .formats import FormatError, parse_format
 from .messages import ERROR_CODES, MESSAGES, PROTOCOL_VERSION, Message, Scalar, Tensor, spec_of
 
 __all__ = ["Limits", "Envelope", "ProtocolError", "encode", "encode_parts", "decode",
-           "read_envelope", "decode_message"]
+           "read_envelope", "decode_message", "check_version", "Version"]
 
 MiB = 1 << 20
 HEADER_KEYS = ("v", "type", "seq", "session", "body", "tensors")
 TENSOR_KEYS = ("name", "dtype", "shape", "frame")
 _HEADER_KEYSET, _TENSOR_KEYSET = set(HEADER_KEYS), set(TENSOR_KEYS)
 MAX_SESSION_CHARS = 256
+Version = tuple[int, int]   # (major, minor)
 
 
 class ProtocolError(Exception):
@@ -87,12 +101,27 @@ class Limits:
 
 
 class Envelope(NamedTuple):
-    """The routing part of a header; ``header`` is the whole decoded map."""
+    """The routing part of a header; ``header`` is the whole decoded map, ``version`` the
+    sender's (major, minor) (a bare 1 on the wire reads as (1, 0))."""
 
     type: str
     seq: int
     session: str
     header: dict
+    version: Version = PROTOCOL_VERSION
+
+
+def check_version(version: Any) -> Version:
+    """``version`` as a (major, minor) tuple of non-negative ints, or ValueError.
+
+    >>> check_version([1, 0])
+    (1, 0)
+    """
+    if not (isinstance(version, (tuple, list)) and len(version) == 2
+            and all(type(x) is int and x >= 0 for x in version)):
+        raise ValueError(f"a protocol version is (major, minor), two non-negative ints; "
+                         f"got {version!r}")
+    return (version[0], version[1])
 
 
 # Per message type: (class, scalar specs, tensor specs), computed once.
@@ -110,8 +139,10 @@ def _plain(obj: Any) -> Any:
 
 
 
-def encode_parts(msg: Message, seq: int, session: str) -> tuple[dict, list]:
-    """The header map and the tensor frames (zero-copy memoryviews when possible)."""
+def encode_parts(msg: Message, seq: int, session: str,
+                 version: Version = PROTOCOL_VERSION) -> tuple[dict, list]:
+    """The header map and the tensor frames (zero-copy memoryviews when possible); the header
+    says ``version`` as [major, minor]."""
     _, scalars, tensors = _TABLES[msg.TYPE]
     body: dict[str, Any] = {}
     for name, spec in scalars.items():
@@ -139,14 +170,14 @@ def encode_parts(msg: Message, seq: int, session: str) -> tuple[dict, list]:
         frames.append(memoryview(arr.reshape(-1).view(np.uint8)))
         table.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape),
                       "frame": len(frames)})
-    header = {"v": PROTOCOL_VERSION, "type": msg.TYPE, "seq": int(seq), "session": session,
+    header = {"v": [version[0], version[1]], "type": msg.TYPE, "seq": int(seq), "session": session,
               "body": body, "tensors": table}
     return header, frames
 
 
-def encode(msg: Message, seq: int, session: str) -> list:
+def encode(msg: Message, seq: int, session: str, version: Version = PROTOCOL_VERSION) -> list:
     """ZeroMQ multipart frames for ``msg``: packed header, then raw tensor frames."""
-    header, frames = encode_parts(msg, seq, session)
+    header, frames = encode_parts(msg, seq, session, version)
     return [pack_header(header), *frames]
 
 
@@ -166,8 +197,29 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not allowed")
 
 
-def read_envelope(frames: Sequence[Any], limits: Limits = Limits()) -> Envelope:
-    """Check frame count and sizes, unpack the header, check version and routing keys."""
+def _peer_version(v: Any, version: Version) -> Version:
+    """The sender's version from a header's ``v`` that is not [our major, minor ≥ 0]: the
+    1.0 form (a bare 1), another major (``bad_version``), or not a version (``bad_version``)."""
+    if type(v) is int and v == 1:
+        peer = (1, 0)
+    elif type(v) is list and len(v) == 2 and all(type(x) is int and x >= 0 for x in v):
+        peer = (v[0], v[1])
+    else:
+        raise ProtocolError("bad_version", f"protocol version {v!r:.40} is not [major, minor] "
+                                           f"(two non-negative ints; a bare 1 means 1.0); this "
+                                           f"side speaks {version[0]}.{version[1]}")
+    if peer[0] != version[0]:
+        raise ProtocolError("bad_version", f"protocol version {peer[0]}.{peer[1]}; this side "
+                                           f"speaks {version[0]}.{version[1]} (majors must match)")
+    return peer
+
+
+def read_envelope(frames: Sequence[Any], limits: Limits = Limits(),
+                  version: Version = PROTOCOL_VERSION) -> Envelope:
+    """Check frame count and sizes, unpack the header, check version and routing keys.
+
+    ``version`` is this side's; a header of another major is refused (``bad_version``).
+    """
     if not frames:
         raise ProtocolError("malformed", "empty message: no header frame")
     if len(frames) > limits.max_frames:
@@ -192,9 +244,12 @@ def read_envelope(frames: Sequence[Any], limits: Limits = Limits()) -> Envelope:
         raise ProtocolError("malformed", f"header is a msgpack {type(header).__name__}, not a map")
     if "v" not in header:
         raise ProtocolError("malformed", "header has no protocol version 'v'")
-    if type(header["v"]) is not int or header["v"] != PROTOCOL_VERSION:
-        raise ProtocolError("bad_version", f"protocol version {header['v']!r}; this side speaks "
-                                           f"version {PROTOCOL_VERSION}")
+    v = header["v"]
+    if type(v) is list and len(v) == 2 and v[0] == version[0] and type(v[0]) is int \
+            and type(v[1]) is int and v[1] >= 0:
+        peer = (v[0], v[1])   # the common case: [our major, any minor]
+    else:
+        peer = _peer_version(v, version)
     if header.keys() != _HEADER_KEYSET:
         missing = [k for k in HEADER_KEYS if k not in header]
         extra = [k for k in header if k not in HEADER_KEYS]
@@ -212,7 +267,7 @@ def read_envelope(frames: Sequence[Any], limits: Limits = Limits()) -> Envelope:
         raise ProtocolError("malformed", "header 'body' is not a map")
     if type(header["tensors"]) is not list:
         raise ProtocolError("malformed", "header 'tensors' is not a list")
-    return Envelope(mtype, seq, session, header)
+    return Envelope(mtype, seq, session, header, peer)
 
 
 def _check_scalar(mtype: str, name: str, spec: Scalar, value: Any) -> Any:
@@ -295,9 +350,20 @@ def _check_tensor(where: str, spec: Tensor, entry: dict, frames: Sequence[Any],
     return arr
 
 
+def _newer(env: Envelope, version: Version) -> bool:
+    """Whether the sender speaks a higher minor of our major: its unknown fields are optional
+    additions of that minor, to be ignored."""
+    return env.version[0] == version[0] and env.version[1] > version[1]
+
+
 def decode_message(env: Envelope, frames: Sequence[Any], limits: Limits = Limits(),
-                   types: Mapping[str, type] = MESSAGES) -> Message:
-    """Validate body and tensors of a message whose envelope passed :func:`read_envelope`."""
+                   types: Mapping[str, type] = MESSAGES,
+                   version: Version = PROTOCOL_VERSION) -> Message:
+    """Validate body and tensors of a message whose envelope passed :func:`read_envelope`.
+
+    A field or tensor this side does not know is ``extra_field``, unless the sender speaks a
+    higher minor than ``version``: then it is ignored (its frame still counts as used).
+    """
     if env.type not in types:
         raise ProtocolError("unknown_type", f"no message type {env.type!r:.40} here; expected one "
                                             f"of {', '.join(types)}")
@@ -311,6 +377,8 @@ def decode_message(env: Envelope, frames: Sequence[Any], limits: Limits = Limits
             raise ProtocolError("missing_field", f"{env.type}.{name}: required field is missing")
     for name in body:
         if name not in scalars:
+            if name not in tensors and _newer(env, version):
+                continue  # an optional field of a later minor
             what = "is a tensor and travels as a frame" if name in tensors else "is not a field"
             raise ProtocolError("extra_field", f"{env.type}.{name!s:.40}: {what}; fields: "
                                                f"{', '.join(scalars) or 'none'}")
@@ -321,7 +389,9 @@ def decode_message(env: Envelope, frames: Sequence[Any], limits: Limits = Limits
             raise ProtocolError("malformed", f"{env.type}: tensor entry {entry!r:.60} must have "
                                              f"keys {', '.join(TENSOR_KEYS)}")
         name, index = entry["name"], entry["frame"]
-        if name not in tensors:
+        if type(name) is not str:
+            raise ProtocolError("malformed", f"{env.type}: tensor name {name!r:.40} is not a str")
+        if name not in tensors and not _newer(env, version):
             raise ProtocolError("extra_field", f"{env.type}.{name!s:.40}: not a tensor field; "
                                                f"tensors: {', '.join(tensors) or 'none'}")
         if name in entries:
@@ -329,7 +399,7 @@ def decode_message(env: Envelope, frames: Sequence[Any], limits: Limits = Limits
         if not (type(index) is int and 1 <= index < len(frames)) or index in used:
             raise ProtocolError("malformed", f"{env.type}.{name}: frame index {index!r} is not an "
                                              f"unused frame 1..{len(frames) - 1}")
-        entries[name] = entry
+        entries[name] = entry   # a later minor's tensor too: its frame is used, then ignored
         used.add(index)
     if len(used) != len(frames) - 1:
         raise ProtocolError("malformed", f"{env.type}: {len(frames) - 1} tensor frames but "
@@ -342,8 +412,9 @@ def decode_message(env: Envelope, frames: Sequence[Any], limits: Limits = Limits
     return cls(**values)
 
 
-def decode(frames: Sequence[Any], limits: Limits = Limits(),
-           types: Mapping[str, type] = MESSAGES) -> tuple[Envelope, Message]:
-    """Validate ``frames`` completely; returns the envelope and the message."""
-    env = read_envelope(frames, limits)
-    return env, decode_message(env, frames, limits, types)
+def decode(frames: Sequence[Any], limits: Limits = Limits(), types: Mapping[str, type] = MESSAGES,
+           version: Version = PROTOCOL_VERSION) -> tuple[Envelope, Message]:
+    """Validate ``frames`` completely, as a receiver speaking ``version``; returns the envelope
+    and the message."""
+    env = read_envelope(frames, limits, version)
+    return env, decode_message(env, frames, limits, types, version)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = (1, 1)   # (major, minor); docs/protocol.md, "Versions"
 
 PROBLEMS = ("linear", "logistic", "softmax")
 ALGORITHMS = ("sgd", "svrg")
@@ -188,13 +188,18 @@ class Shutdown(Message):
 @dataclass(frozen=True)
 class Capabilities(Message):
     TYPE: ClassVar[str] = "capabilities"
-    version: int = _f(Scalar("int"))
+    version: list = _f(Scalar("list"))        # [major, minor] of the protocol
     backend: str = _f(Scalar("str"))
     formats: list = _f(Scalar("list"))        # format families and presets accepted
     problems: list = _f(Scalar("list"))
     algorithms: list = _f(Scalar("list"))
     roundings: list = _f(Scalar("list"))
     limits: dict = _f(Scalar("dict"))         # max_message_bytes, max_samples, max_features, ...
+    # Since 1.1: the kernel spec version and the same capabilities as data a host can check
+    # (``protocol.capabilities.KernelCapabilities.from_message``).
+    spec: list | None = _f(Scalar("list", optional=True))        # [major, minor] of the kernel spec
+    roles: dict | None = _f(Scalar("dict", optional=True))       # data/offset/acc: families, bounds, roundings
+    exactness: dict | None = _f(Scalar("dict", optional=True))   # dot_bits, product_bits
 
 
 @dataclass(frozen=True)
@@ -225,7 +230,7 @@ class State(Message):
 
 ERROR_CODES = {
     "malformed": "frames are not a valid protocol message (not msgpack, not a map, bad frame table)",
-    "bad_version": "the header's protocol version is not the daemon's",
+    "bad_version": "the header's protocol version is not [major, minor], or its major is not the receiver's",
     "unknown_type": "no message of that type",
     "missing_field": "a required field is absent",
     "extra_field": "a field the message type does not have",

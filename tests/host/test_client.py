@@ -24,7 +24,7 @@ def stub():
     def handler(msg):
         seen.append(msg)
         if msg.TYPE == "hello":
-            return Capabilities(version=1, backend="stub", formats=[], problems=[], algorithms=[],
+            return Capabilities(version=[1, 1], backend="stub", formats=[], problems=[], algorithms=[],
                                 roundings=[], limits={"max_message_bytes": LIMIT, "max_tensor_bytes": LIMIT})
         if msg.TYPE == "run_epoch":
             return EpochReport(epoch=msg.epoch, steps=msg.steps, ops={"add": 3}, memory={}, saturations=2)

@@ -18,7 +18,7 @@ from protocol.channel import (AcceleratorError, AcceleratorGone, AcceleratorTime
                               Server, TapEvent)
 from protocol.codec import ProtocolError
 
-CAPS = m.Capabilities(1, "echo", ["fixed"], ["linear"], ["sgd"], ["stochastic"], {"max_frames": 16})
+CAPS = m.Capabilities([1, 1], "echo", ["fixed"], ["linear"], ["sgd"], ["stochastic"], {"max_frames": 16})
 
 
 def handler(msg: m.Message) -> m.Message:
@@ -196,7 +196,7 @@ SLOW_DAEMON = textwrap.dedent("""
     from protocol.channel import Server
     def handler(msg):
         if isinstance(msg, m.Hello):
-            return m.Capabilities(1, "slow", [], [], [], [], {})
+            return m.Capabilities([1, 1], "slow", [], [], [], [], {})
         time.sleep(60)
     server = Server(sys.argv[1])
     print(server.address, flush=True)

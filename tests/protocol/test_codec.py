@@ -107,7 +107,7 @@ def test_numpy_scalars_in_fields_encode_as_plain_numbers():
 
 
 def test_header_declaring_a_trillion_elements_is_refused_without_allocating():
-    header = {"v": 1, "type": "load_data", "seq": 1, "session": "s", "body": {"start": 0},
+    header = {"v": [1, 1], "type": "load_data", "seq": 1, "session": "s", "body": {"start": 0},
               "tensors": [{"name": "x", "dtype": "<f8", "shape": [10**6, 10**6], "frame": 1},
                           {"name": "y", "dtype": "<f8", "shape": [1], "frame": 2}]}
     frames = [msgpack.packb(header), b"\0" * 8, b"\0" * 8]

@@ -9,22 +9,21 @@ from typing import Callable
 import msgpack
 import numpy as np
 import pytest
-import zmq
 
 from protocol import messages as m
 from protocol.channel import Server
-from protocol.codec import Limits, ProtocolError, decode, encode
-from protocol.messages import REPLIES
+from protocol.codec import Limits, ProtocolError, encode
+
+from peer import SESSION, Peer
 
 LIMITS = Limits(max_message_bytes=1 << 20, max_tensor_bytes=64 << 10, max_header_bytes=4096,
                 max_frames=4)
-SESSION = "sess-1"
 
 
 def echo(msg: m.Message) -> m.Message:
     """A stand-in daemon: answers every request; promote and recentre exercise handler errors."""
     if isinstance(msg, m.Hello):
-        return m.Capabilities(1, "echo", [], [], [], [], {})
+        return m.Capabilities([1, 1], "echo", [], [], [], [], {})
     if isinstance(msg, m.Fetch):
         return m.State(np.arange(6.0).reshape(3, 2), 0.5, "fixed<1,7>", {})
     if isinstance(msg, m.Promote):
@@ -58,26 +57,6 @@ def address(request):
         tmp.cleanup()
 
 
-class Peer:
-    """A bare DEALER socket: sends whatever frames a test builds, reads the decoded reply."""
-
-    def __init__(self, address: str) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(address)
-
-    def ask(self, frames: list) -> tuple:
-        self.sock.send_multipart(frames)
-        assert self.sock.poll(5000), "no reply within 5 s"
-        return decode(self.sock.recv_multipart(), types=REPLIES)
-
-    def send(self, msg: m.Message, seq: int, session: str = SESSION) -> tuple:
-        return self.ask(encode(msg, seq, session))
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
 def peer(address):
     p = Peer(address)
@@ -88,7 +67,7 @@ def peer(address):
 
 
 def _header(mtype: str, body: dict, tensors: list | None = None, seq: int = 2, **over) -> bytes:
-    h = {"v": 1, "type": mtype, "seq": seq, "session": SESSION, "body": body,
+    h = {"v": [1, 1], "type": mtype, "seq": seq, "session": SESSION, "body": body,
          "tensors": tensors or []}
     h.update(over)
     return msgpack.packb(h)
@@ -133,14 +112,19 @@ _X, _Y = np.ones((2, 4)).tobytes(), np.zeros(2).tobytes()
 CASES: list[tuple[str, Callable[[], list], str, str]] = [
     ("not msgpack", lambda: [b"\xc1\x00garbage"], "malformed", "not msgpack"),
     ("header not a map", lambda: [msgpack.packb([1, "fetch"])], "malformed", "not a map"),
-    ("header key missing", lambda: [msgpack.packb({"v": 1, "type": "fetch", "seq": 2})],
+    ("header key missing", lambda: [msgpack.packb({"v": [1, 1], "type": "fetch", "seq": 2})],
      "malformed", "missing ['session', 'body', 'tensors']"),
     ("header key extra", lambda: [_header("fetch", {}, colour="red")], "malformed", "extra ['colour']"),
     ("seq not an int", lambda: [_header("fetch", {}, seq="2")], "malformed", "'seq'"),
-    ("msgpack extension type", lambda: [msgpack.packb({"v": 1, "x": msgpack.ExtType(1, b"a")})],
+    ("msgpack extension type", lambda: [msgpack.packb({"v": [1, 1], "x": msgpack.ExtType(1, b"a")})],
      "malformed", "extension"),
-    ("wrong version", lambda: [_header("fetch", {}, v=2)], "bad_version", "version 2"),
+    ("no version", lambda: [msgpack.packb({"type": "fetch", "seq": 2})], "malformed", "no protocol version"),
+    ("another major", lambda: [_header("fetch", {}, v=[2, 0])], "bad_version",
+     "protocol version 2.0; this side speaks 1.1 (majors must match)"),
+    ("bare int version other than 1", lambda: [_header("fetch", {}, v=2)], "bad_version",
+     "protocol version 2 is not [major, minor]"),
     ("bool version", lambda: [_header("fetch", {}, v=True)], "bad_version", "True"),
+    ("str version", lambda: [_header("fetch", {}, v="1.1")], "bad_version", "'1.1' is not [major, minor]"),
     ("unknown type", lambda: [_header("frobnicate", {})], "unknown_type", "'frobnicate'"),
     ("reply type sent as request", lambda: [_header("ack", {"of": "x", "info": {}})],
      "unknown_type", "'ack'"),
