@@ -1,6 +1,7 @@
 # Two entry points that work on a fresh clone: `make run` and `make test`.
-# Both create the virtual environment in .venv on first use (torch is pinned to the
-# CPU build 2.13.0; an unpinned torch would pull a multi-GB CUDA build).
+# Both create the virtual environment in .venv on first use. torch is pinned to 2.13.0 and
+# installed first, on its own, so nothing else pulls a newer (multi-GB) build; which build
+# pip finds (CPU-only or CUDA) depends on the package index it is pointed at.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

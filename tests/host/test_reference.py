@@ -38,7 +38,7 @@ def test_epoch_order_rule():
 
 
 def test_svrg_reaches_1e_10_on_digits(digits):
-    # REFERENCES.md calibration: α = 0.5/L, T = n, B = 1 gives gap 2.6e-10 at epoch 11.
+    # Calibration (numpy prototype): α = 0.5/L, T = n, B = 1 gives gap 2.6e-10 at epoch 11.
     obj, ref = digits
     alpha, n = 0.5 / obj.smoothness(), obj.n_samples
     w, gaps = obj.zeros(), []
