@@ -6,7 +6,8 @@ import os
 import signal
 import threading
 
-from accel.daemon import BACKENDS, serve
+from accel import backends
+from accel.daemon import serve
 
 
 def exit_with_parent(poll_s: float = 0.5) -> None:
@@ -26,14 +27,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m accel", description="Serve the cosim accelerator daemon.")
     parser.add_argument("--bind", default="tcp://127.0.0.1:5555",
                         help="tcp://HOST:PORT or ipc://PATH (default: loopback tcp port 5555)")
-    parser.add_argument("--backend", default="emulated", choices=sorted(BACKENDS))
+    parser.add_argument("--backend", default="emulated", choices=backends.names())
+    parser.add_argument("--count-ops", action="store_true",
+                        help="emulated backend: report the operations it performs, counted one by one "
+                             "(slower), instead of the analytic counts")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop when the process that started this one exits (cosim run uses this)")
     args = parser.parse_args(argv)
     if args.exit_with_parent:
         exit_with_parent()
     try:
-        serve(args.bind, backend=args.backend)
+        serve(args.bind, backend=args.backend, **({"counting": True} if args.count_ops else {}))
     except KeyboardInterrupt:
         pass
 

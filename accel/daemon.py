@@ -20,69 +20,56 @@ import threading
 
 import numpy as np
 
-from accel.backends.emulated import MAX_OFFSET_BITS, OFFSET_ROUNDINGS, EmulatedBackend
+from accel import backends
+from accel.spec import KernelConfig, KernelError
+from protocol.capabilities import CapabilityError
 from protocol.channel import Server
 from protocol.codec import Limits, ProtocolError
-from protocol.formats import PRESETS, BlockFormat
-from protocol.messages import (ALGORITHMS, PROBLEMS, PROTOCOL_VERSION, Ack, Capabilities,
-                               Configure, Fetch, Hello, LoadData, Message, Promote, Recentre,
-                               RunEpoch, Shutdown)
-
-BACKENDS = {"emulated": EmulatedBackend}
-
-# Dimension limits, announced in Capabilities.limits and enforced at configure. The data
-# is held as float64, so max_elements bounds the data memory at 256 MiB.
-MAX_SAMPLES = 1 << 22
-MAX_FEATURES = 1 << 16
-MAX_OUTPUTS = 1 << 12
-MAX_ELEMENTS = 1 << 25
+from protocol.messages import (PROTOCOL_VERSION, Ack, Capabilities, Configure, EpochReport, Fetch,
+                               Hello, LoadData, Message, Promote, Recentre, RunEpoch, Shutdown, State)
 
 STATES = ("fresh", "configured", "loaded", "anchored")
-
-# What each format role accepts (Capabilities.formats; the checks are in accel.backends.emulated).
-FORMATS = ["data: fixed<IL,FL>, ufixed<IL,FL>, or a float format (eXmY, eXmYfn, float<E,M,...>, "
-           + ", ".join(name for name, fmt in PRESETS.items() if not isinstance(fmt, BlockFormat)) + ")",
-           f"offset: fixed<IL,FL> (signed, saturating), IL+FL <= {MAX_OFFSET_BITS}",
-           "acc: fp64, or a float format with at most 24 mantissa bits (fp32, bf16, fp16, ...)",
-           "all: the exactness conditions of docs/accelerator.md"]
 
 
 class Daemon:
     """Request handler: ``Daemon().handle(msg) -> reply``; raises ProtocolError to refuse.
 
         >>> d = Daemon()
-        >>> d.handle(Hello(client="doc")).backend
-        'emulated'
+        >>> d.handle(Hello(client="doc")).spec
+        [2, 0]
         >>> d.handle(Fetch())
         Traceback (most recent call last):
         ...
         protocol.codec.ProtocolError: bad_state: fetch needs configure first
+
+    ``backend_options`` go to the backend's constructor (``counting=True`` for the emulated one).
     """
 
-    def __init__(self, backend: str = "emulated", limits: Limits = Limits()) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    def __init__(self, backend: str = "emulated", limits: Limits = Limits(), **backend_options) -> None:
+        self.backend_cls = backends.backend_class(backend)    # ValueError for an unknown name
+        self.caps = backends.capabilities(backend)
         self.backend_name = backend
+        self.backend_options = backend_options
         self.limits = limits
         self._reset()
 
     def _reset(self) -> None:
         self.state = "fresh"
-        self.backend = BACKENDS[self.backend_name]()
-        self.cfg: Configure | None = None
+        self.backend = self.backend_cls(**self.backend_options)
+        self.cfg: KernelConfig | None = None
         self.loaded_rows = np.zeros(0, dtype=bool)
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            version=PROTOCOL_VERSION, backend=self.backend_name, formats=FORMATS,
-            problems=list(PROBLEMS), algorithms=list(ALGORITHMS), roundings=list(OFFSET_ROUNDINGS),
-            limits={"max_message_bytes": self.limits.max_message_bytes,
-                    "max_tensor_bytes": self.limits.max_tensor_bytes,
-                    "max_samples": MAX_SAMPLES, "max_features": MAX_FEATURES,
-                    "max_outputs": MAX_OUTPUTS, "max_elements": MAX_ELEMENTS})
+        fields = self.caps.message_fields()
+        fields["limits"] = {"max_message_bytes": self.limits.max_message_bytes,
+                            "max_tensor_bytes": self.limits.max_tensor_bytes, **fields["limits"]}
+        return Capabilities(version=list(PROTOCOL_VERSION), **fields)
 
     def handle(self, msg: Message) -> Message:
-        return getattr(self, "_on_" + msg.TYPE)(msg)
+        try:
+            return getattr(self, "_on_" + msg.TYPE)(msg)
+        except (KernelError, CapabilityError) as exc:
+            raise ProtocolError("bad_value", str(exc)) from None
 
     # ---- state checks ---------------------------------------------------------------
 
@@ -118,17 +105,26 @@ class Daemon:
             raise ProtocolError("bad_value", f"softmax needs n_outputs >= 2 classes; got {msg.n_outputs}")
         if msg.problem != "softmax" and msg.n_outputs != 1:
             raise ProtocolError("bad_value", f"{msg.problem} needs n_outputs = 1; got {msg.n_outputs}")
-        for name, value, limit in (("n_samples", msg.n_samples, MAX_SAMPLES),
-                                   ("n_features", msg.n_features, MAX_FEATURES),
-                                   ("n_outputs", msg.n_outputs, MAX_OUTPUTS),
-                                   ("n_samples × n_features", msg.n_samples * msg.n_features, MAX_ELEMENTS)):
+        limits = self.caps.limits
+        for name, value, limit in (("n_samples", msg.n_samples, limits["max_samples"]),
+                                   ("n_features", msg.n_features, limits["max_features"]),
+                                   ("n_outputs", msg.n_outputs, limits["max_outputs"]),
+                                   ("n_samples × n_features", msg.n_samples * msg.n_features,
+                                    limits["max_elements"])):
             if value > limit:
                 raise ProtocolError("too_large", f"{name} = {value} is over the limit of {limit}")
-        backend = BACKENDS[self.backend_name]()
-        info = backend.configure(msg)          # may refuse the formats; then nothing changes
-        self.backend, self.cfg, self.state = backend, msg, "configured"
+        data, offset, acc = self.caps.check_run(data=msg.data_format, offset=msg.offset_format,
+                                                acc=msg.acc_format, rounding=msg.rounding,
+                                                n_features=msg.n_features, problem=msg.problem)
+        cfg = KernelConfig(problem=msg.problem, n_samples=msg.n_samples, n_features=msg.n_features,
+                           n_outputs=msg.n_outputs, data=data, offset=offset, acc=acc, rounding=msg.rounding,
+                           rbits=msg.rbits, lanes=msg.lanes, seed=msg.seed, l2=msg.l2, scale=msg.scale)
+        backend = self.backend_cls(**self.backend_options)
+        scale = backend.configure(cfg)          # may refuse the scale; then nothing changes
+        self.backend, self.cfg, self.state = backend, cfg, "configured"
         self.loaded_rows = np.zeros(msg.n_samples, dtype=bool)
-        return Ack(of="configure", info=info)
+        return Ack(of="configure", info={"scale": scale, "data_format": repr(data),
+                                         "offset_format": repr(offset), "acc_format": repr(acc)})
 
     def _on_load_data(self, msg: LoadData) -> Ack:
         self._need("load_data", "configured")
@@ -145,12 +141,12 @@ class Daemon:
             raise ProtocolError("bad_value", "logistic labels must be 0 or 1")
         if cfg.problem == "softmax" and not np.all((y == np.round(y)) & (y >= 0) & (y < cfg.n_outputs)):
             raise ProtocolError("bad_value", f"softmax labels must be integers 0..{cfg.n_outputs - 1}")
-        info = self.backend.load_data(msg)
+        result = self.backend.load_data(msg.start, msg.x, y)
         self.loaded_rows[msg.start:msg.start + rows] = True
         held = int(self.loaded_rows.sum())
         if self.state == "configured" and held == cfg.n_samples:
             self.state = "loaded"
-        return Ack(of="load_data", info={**info, "rows": held})
+        return Ack(of="load_data", info={"saturations": result.saturations, "rows": held, "ops": result.ops})
 
     def _on_recentre(self, msg: Recentre) -> Ack:
         self._need("recentre", "loaded")
@@ -163,31 +159,42 @@ class Daemon:
             self._shape("anchor", msg.anchor, (cfg.n_samples, cfg.n_outputs))
             if cfg.problem != "linear" and not np.all((msg.anchor >= 0) & (msg.anchor <= 1)):
                 raise ProtocolError("bad_value", "anchor terms of logistic/softmax are probabilities in [0, 1]")
-        info = self.backend.recentre(msg)
+        result = self.backend.recentre(msg.full_grad, msg.anchor, msg.scale)
         self.state = "anchored"
-        return Ack(of="recentre", info=info)
+        return Ack(of="recentre", info={"scale": result.scale, "ops": result.ops})
 
-    def _on_run_epoch(self, msg: RunEpoch) -> Message:
+    def _on_run_epoch(self, msg: RunEpoch) -> EpochReport:
         self._need("run_epoch", "loaded")
         if msg.algorithm == "svrg":
             self._need("run_epoch svrg", "anchored")
         self._shape("order", msg.order, (msg.steps * msg.batch_size,))
         if msg.order.size and (msg.order.min() < 0 or msg.order.max() >= self.cfg.n_samples):
             raise ProtocolError("bad_value", f"order holds indices outside 0..{self.cfg.n_samples - 1}")
-        return self.backend.run_epoch(msg)
+        r = self.backend.run_epoch(msg.algorithm, msg.epoch, msg.steps, msg.step_size, msg.batch_size, msg.order)
+        return EpochReport(epoch=msg.epoch, steps=r.steps, ops=r.ops, memory=r.memory, saturations=r.saturations)
 
     def _on_promote(self, msg: Promote) -> Ack:
         self._need("promote", "configured")
-        return Ack(of="promote", info=self.backend.promote(msg))
+        cfg = self.cfg
+        offset = self.caps.check_format("offset", msg.offset_format)
+        acc = cfg.acc if msg.acc_format is None else self.caps.check_format("acc", msg.acc_format)
+        self.caps.check_exactness(cfg.data, offset, acc, cfg.n_features)
+        r = self.backend.promote(offset, acc)
+        self.cfg = KernelConfig(**{**vars(cfg), "offset": offset, "acc": acc})
+        return Ack(of="promote", info={"saturations": r.saturations, "offset_format": repr(offset),
+                                       "acc_format": repr(acc), "scale": r.scale, "ops": r.ops})
 
-    def _on_fetch(self, msg: Fetch) -> Message:
+    def _on_fetch(self, msg: Fetch) -> State:
         self._need("fetch", "configured")
-        return self.backend.fetch()
+        st = self.backend.fetch()
+        return State(offset=st.offset, scale=st.scale, offset_format=repr(st.offset_format),
+                     counters=st.counters)
 
 
-def serve(address: str, backend: str = "emulated", *, limits: Limits = Limits(), tap=None) -> None:
+def serve(address: str, backend: str = "emulated", *, limits: Limits = Limits(), tap=None,
+          **backend_options) -> None:
     """Serve ``backend`` on ``address`` until a shutdown request (or SIGTERM in the main thread)."""
-    daemon = Daemon(backend, limits)
+    daemon = Daemon(backend, limits, **backend_options)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         # The launcher stops us with SIGTERM: finish the current request, close the socket, return.

@@ -20,10 +20,11 @@ import time
 import numpy as np
 
 from accel.backends.emulated import EmulatedBackend
+from accel.spec import KernelConfig
 from host.datasets import load_dataset
 from host.models import Objective
 from host.optimizers import epoch_order, svrg_epoch
-from protocol.messages import Configure, LoadData, Recentre, RunEpoch
+from protocol.formats import parse_format
 
 
 def main() -> None:
@@ -40,16 +41,16 @@ def main() -> None:
     g = obj.grad(anchor)
 
     backend = EmulatedBackend()
-    backend.configure(Configure(problem="softmax", n_samples=n, n_features=f, n_outputs=c,
-                                data_format="fixed<2,6>", offset_format="fixed<1,7>", acc_format="fp32",
-                                rounding="stochastic", rbits=0, lanes=16, seed=0, l2=1e-2, scale=1.0))
-    backend.load_data(LoadData(start=0, x=obj.x, y=obj.y.astype(np.int64)))
+    backend.configure(KernelConfig(problem="softmax", n_samples=n, n_features=f, n_outputs=c,
+                                   data=parse_format("fixed<2,6>"), offset=parse_format("fixed<1,7>"),
+                                   acc=parse_format("fp32"), rounding="stochastic", rbits=0, lanes=16, seed=0,
+                                   l2=1e-2, scale=1.0))
+    backend.load_data(0, obj.x, obj.y.astype(np.float64))
     scale = float(np.linalg.norm(g)) / (0.1 * (1 - 2 ** -7))
 
     def ours() -> None:
-        backend.recentre(Recentre(full_grad=g, anchor=obj.anchor_terms(anchor), scale=scale))
-        backend.run_epoch(RunEpoch(algorithm="svrg", epoch=1, steps=n, step_size=alpha, batch_size=1,
-                                   order=order))
+        backend.recentre(g, obj.anchor_terms(anchor), scale)
+        backend.run_epoch("svrg", 1, n, alpha, 1, order)
 
     def peer() -> None:
         svrg_epoch(obj, anchor, order, alpha, 1)

@@ -27,7 +27,6 @@ app.add_typer(trace_app, name="trace")
 console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-BACKENDS = ("emulated",)
 TRANSPORTS = ("ipc", "tcp")
 
 
@@ -83,9 +82,14 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return out
 
 
-def resolve(flags: dict[str, Any], config_file: Optional[Path]) -> tuple[Any, dict[str, Any]]:
-    """Defaults < config file < flags given on the command line → (TrainConfig, run settings)."""
-    from host.train import TrainConfig
+def resolve(flags: dict[str, Any], config_file: Optional[Path],
+            connect: Optional[str] = None) -> tuple[Any, dict[str, Any]]:
+    """Defaults < config file < flags given on the command line → (TrainConfig, run settings).
+
+    Without ``connect`` (a daemon cosim will launch) the run is checked against the chosen
+    backend's capabilities here; with it, against the remote daemon's, after ``hello``.
+    """
+    from accel import backends
 
     merged: dict[str, Any] = load_config_file(config_file) if config_file else {}
     merged.update({k: v for k, v in flags.items() if v is not None})
@@ -94,17 +98,48 @@ def resolve(flags: dict[str, Any], config_file: Optional[Path]) -> tuple[Any, di
     elif "algorithms" in merged:
         merged["algorithms"] = tuple(merged["algorithms"])
     run = {k: merged.pop(k, default) for k, default in RUN_KEYS.items()}
-    if run["backend"] not in BACKENDS:
-        raise UserError(f"unknown backend {run['backend']!r}; available: {', '.join(BACKENDS)} "
+    if run["backend"] not in backends.names():
+        raise UserError(f"unknown backend {run['backend']!r}; available: {', '.join(backends.names())} "
                         "(rtl and fpga backends are not built yet)")
     if run["transport"] not in TRANSPORTS:
         raise UserError(f"unknown transport {run['transport']!r}; choose {' or '.join(TRANSPORTS)}")
+    # The backend's capabilities, checked twice before anything heavy: what was typed, at once;
+    # then with the data's defaults and width. (cosim host checks the remote ones in _train.)
+    from host.algorithms import ACCELERATOR_ALGORITHMS
+
+    on_accel = any(a in ACCELERATOR_ALGORITHMS for a in merged.get("algorithms", ("halp",)))
+    caps = backends.capabilities(run["backend"]) if on_accel and not connect else None
+    if caps is not None:
+        _check_typed_formats(caps, merged)
+    from host.train import TrainConfig, check_capabilities
+
     try:
         cfg = TrainConfig(**merged)
         run["resolved"] = {**cfg.resolved(), **run}  # validates, and loads the data: a bad .npz is a user error here
-    except (TypeError, ValueError) as exc:
+        if caps is not None:
+            check_capabilities(caps, run["resolved"])
+    except (TypeError, ValueError) as exc:   # CapabilityError is a ValueError
         raise UserError(str(exc)) from None
     return cfg, run
+
+
+def _check_typed_formats(caps: Any, merged: dict[str, Any]) -> None:
+    """The formats and rounding given on the command line or in the file, against ``caps``.
+
+    Runs before the data is loaded (and before host.train is imported), so the common mistake
+    of a format the accelerator does not take costs a fraction of a second."""
+    from protocol.capabilities import CapabilityError
+
+    bits = merged.get("bits", 8)
+    offset = merged.get("offset_format") or (f"fixed<1,{bits - 1}>" if isinstance(bits, int) and 2 <= bits <= 16
+                                             else None)
+    try:
+        if offset is not None:
+            caps.check_run(data=merged.get("data_format"), offset=offset,
+                           acc=merged.get("acc_format") or "fp32",
+                           rounding=merged.get("rounding") or "stochastic")
+    except CapabilityError as exc:
+        raise UserError(str(exc)) from None
 
 
 # ---- the training commands --------------------------------------------------------------
@@ -143,12 +178,14 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
     resolved = run.pop("resolved")
     name = run["name"] or f"{Path(cfg.dataset).stem}-{cfg.model}"
     settings, derived = _split_settable(resolved)
+    needs_accel = any(a in ACCELERATOR_ALGORITHMS for a in cfg.algorithms)
+    if needs_accel and connect is not None:
+        _preflight(connect, cfg.timeout, resolved)
     try:
         results = ResultsDir.create(run["out"], name=name, config=settings, derived=derived)
     except OSError as exc:
         _fail(f"cannot create the results directory under {run['out']!r}: "
               f"{exc.strerror or exc}; choose another with --out")
-    needs_accel = any(a in ACCELERATOR_ALGORITHMS for a in cfg.algorithms)
     console.print(f"[bold]cosim[/] {', '.join(cfg.algorithms)} on {cfg.dataset}/{cfg.model}, "
                   f"{cfg.bits} bits, seed {cfg.seed} → {results.path}")
     status, reference, accel = "failed", None, None
@@ -203,6 +240,27 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
                   f"convergence.png, trace.cosim)")
     if status != "completed":
         raise typer.Exit(130 if status == "interrupted" else 1)
+
+
+def _preflight(connect: str, timeout: float, resolved: dict[str, Any]) -> None:
+    """Ask the daemon at ``connect`` what it accepts and check the run against it, before a
+    results directory exists: a refused format is exit code 2, an unreachable daemon 1."""
+    from host.client import AcceleratorClient
+    from host.train import check_capabilities
+    from protocol.capabilities import CapabilityError, KernelCapabilities
+    from protocol.channel import AcceleratorError, AcceleratorGone
+
+    try:
+        with AcceleratorClient(connect, timeout=timeout) as client:
+            caps = KernelCapabilities.from_message(client.hello())
+    except (AcceleratorError, AcceleratorGone) as exc:
+        _fail(str(exc), code=1)
+    if caps is None:
+        return   # a protocol 1.0 daemon announces no roles: it will judge the formats at configure
+    try:
+        check_capabilities(caps, resolved)
+    except CapabilityError as exc:
+        _fail(str(exc))
 
 
 def _is_user_facing(exc: Exception) -> bool:
@@ -264,7 +322,7 @@ def run(
                  offset_format=offset_format, acc_format=acc_format, lanes=lanes, policy=policy,
                  timeout=timeout, backend=backend, transport=transport, out=out, name=name)
     try:
-        cfg, run_settings = resolve(flags, config)
+        cfg, run_settings = resolve(flags, config, connect)
     except UserError as exc:
         _fail(str(exc))
     _train(cfg, run_settings, connect)
@@ -281,8 +339,10 @@ def accel(
     backend: Annotated[str, Opt(help="Accelerator backend: emulated.")] = "emulated",
 ) -> None:
     """Serve the accelerator daemon until a host sends shutdown (or Ctrl-C)."""
-    if backend not in BACKENDS:
-        _fail(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    from accel import backends
+
+    if backend not in backends.names():
+        _fail(f"unknown backend {backend!r}; available: {', '.join(backends.names())}")
     from accel.daemon import serve
     try:
         serve(bind, backend=backend)
@@ -290,6 +350,11 @@ def accel(
         err.print("cosim accel: stopped")
     except (OSError, ValueError) as exc:  # the address: malformed, in use, not ours to bind
         _fail(f"cannot serve on {bind}: {exc}")
+
+
+def _version(v: Any) -> str:
+    """[1, 1] → "1.1"; a v1.0 trace's bare 1 → "1"."""
+    return ".".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
 
 
 @trace_app.command("show")
@@ -317,8 +382,11 @@ def trace_show(
         _fail(f"cannot read {file}: {exc.strerror or exc}")
     h = s["header"]
     cfg = h.get("config", {})
-    console.print(f"[bold]{file}[/]: trace v{h.get('version')}, protocol v{h.get('protocol')}, "
+    console.print(f"[bold]{file}[/]: trace v{h.get('version')}, protocol {_version(h.get('protocol'))}, "
                   f"cosim {h.get('cosim')}, created {h.get('created')}, seed {h.get('seed')}")
+    if acc := h.get("accelerator"):
+        console.print(f"accelerator: {acc.get('backend')} backend, kernel spec {_version(acc.get('spec'))}, "
+                      f"protocol {_version(acc.get('protocol'))}")
     console.print("config: " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
     t = Table("direction", "type", "messages", "bytes", title="messages")
     for (direction, typ), n in sorted(s["messages"].items()):

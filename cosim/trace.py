@@ -35,7 +35,13 @@ class TraceError(ValueError):
 
 
 class TraceWriter:
-    """Appends records to a trace file; flushes each one so a crash loses nothing before it."""
+    """Appends records to a trace file; flushes each one so a crash loses nothing before it.
+
+    The header names the accelerator that answered: it is written once the ``capabilities``
+    reply passes through :meth:`message` (its backend, kernel spec and protocol version), or,
+    in a run without an accelerator, before the first other record. Until then the one
+    ``hello`` request waits in memory; :meth:`close` writes whatever is waiting.
+    """
 
     def __init__(self, path: str | os.PathLike, *, config: dict, seed: int) -> None:
         from cosim import __version__
@@ -43,12 +49,20 @@ class TraceWriter:
         self._path = Path(path)
         self._file = open(self._path, "ab")
         self._pack = msgpack.Packer(use_bin_type=True).pack
-        self._write({
+        self._header: dict | None = {
             "kind": "header", "format": TRACE_FORMAT, "version": TRACE_VERSION,
-            "protocol": PROTOCOL_VERSION, "cosim": __version__, "python": platform.python_version(),
+            "protocol": list(PROTOCOL_VERSION), "cosim": __version__, "python": platform.python_version(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "seed": seed, "config": config,
-        })
+            "seed": seed, "config": config, "accelerator": None,
+        }
+        self._waiting: list[dict] = []
+
+    def _flush_header(self) -> None:
+        if self._header is not None:
+            header, self._header = self._header, None
+            for record in (header, *self._waiting):
+                self._write(record)
+            self._waiting.clear()
 
     @property
     def path(self) -> Path:
@@ -60,19 +74,31 @@ class TraceWriter:
 
     def message(self, event: Any) -> None:
         """Record one protocol message (a ``protocol.channel.TapEvent``)."""
-        self._write({"kind": "message", "t": event.t, "dir": event.direction,
-                     "header": event.header, "frames": [bytes(f) for f in event.frames]})
+        record = {"kind": "message", "t": event.t, "dir": event.direction,
+                  "header": event.header, "frames": [bytes(f) for f in event.frames]}
+        if self._header is None:
+            self._write(record)
+            return
+        self._waiting.append(record)
+        if event.header.get("type") == "capabilities":
+            body = event.header.get("body") or {}
+            self._header["accelerator"] = {"backend": body.get("backend"), "spec": body.get("spec"),
+                                           "protocol": event.header.get("v")}
+            self._flush_header()
 
     def mark(self, what: str, **info: Any) -> None:
         """Record a run event (an algorithm starting, an interruption …)."""
+        self._flush_header()
         self._write({"kind": "mark", "what": what, **info})
 
     def epoch(self, metrics: dict) -> None:
         """Record the host's view of one epoch (loss, gap, op counts …)."""
+        self._flush_header()
         self._write({"kind": "epoch", **metrics})
 
     def close(self) -> None:
         if not self._file.closed:
+            self._flush_header()
             self._file.close()
 
     def __enter__(self) -> "TraceWriter":

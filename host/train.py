@@ -19,19 +19,18 @@ from typing import Any, Callable
 
 import numpy as np
 
+from host.algorithms import ACCELERATOR_ALGORITHMS, ALGORITHMS, HOST_ALGORITHMS
 from host.client import AcceleratorClient
 from host.datasets import BUILTIN_TASKS, Dataset, check_pairing, load_dataset
 from host.models import MODELS, Objective
 from host.optimizers import epoch_order, sgd_epoch, svrg_epoch
 from host.reference import Reference, reference_optimum, relative_gap
 from host.scheduler import MU_RULES, POLICIES, Policy, halp_mu, make_policy
+from protocol.capabilities import KernelCapabilities
 from protocol.codec import Limits
-from protocol.formats import BlockFormat, FixedFormat, Format, FormatError, parse_format
+from protocol.formats import FixedFormat, Format, FormatError, parse_format
 from protocol.messages import ROUNDINGS
 
-HOST_ALGORITHMS = ("sgd", "svrg")
-ACCELERATOR_ALGORITHMS = ("lpsgd", "lpsvrg", "halp")
-ALGORITHMS = HOST_ALGORITHMS + ACCELERATOR_ALGORITHMS
 
 
 @dataclass
@@ -112,9 +111,8 @@ class TrainConfig:
         for algo in algos:
             if algo in ACCELERATOR_ALGORITHMS:
                 make_policy(self.policy, algo)
+        # Which formats the accelerator takes is its capabilities' business (check_capabilities).
         offset = parse_format(self.offset_format) if self.offset_format else FixedFormat(1, self.bits - 1)
-        if isinstance(offset, BlockFormat):
-            bad("offset_format", "the offset needs one scale per tensor: use fixed<IL,FL> or a float format")
         if self.policy == "adaptive" and not isinstance(offset, FixedFormat):
             bad("offset_format", "the adaptive policy widens fixed-point offset formats only")
 
@@ -161,6 +159,14 @@ def default_data_format(max_abs: float, bits: int) -> FixedFormat:
             return fmt
     raise ValueError(f"max|x| = {max_abs:g} does not fit any {bits}-bit fixed-point format; "
                      f"scale the data or raise bits")
+
+
+def check_capabilities(caps: KernelCapabilities, resolved: dict[str, Any]) -> None:
+    """Raise :class:`CapabilityError` (one line naming role, format and the accepted choices)
+    unless the accelerator accepts the resolved run's formats, rounding, problem and widths."""
+    caps.check_run(data=resolved["data_format"], offset=resolved["offset_format"],
+                   acc=resolved["acc_format"], rounding=resolved["rounding"],
+                   n_features=resolved["n_features"], problem=resolved["model"])
 
 
 def _problem(cfg: TrainConfig) -> tuple[Dataset, Objective]:
@@ -216,13 +222,6 @@ def train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | No
                          "run on the accelerator: pass connect=ADDRESS of a running daemon")
     ds, obj = _problem(cfg)
     resolved = _resolve_rules(cfg, ds, obj)
-    ref = reference_optimum(obj)
-    resolved.update(
-        # LP-SGD / LP-SVRG: a fixed scale that just covers the optimum's range.
-        lp_scale=float(np.max(np.abs(ref.w))) / parse_format(resolved["offset_format"]).max_value,
-        reference_loss=ref.loss, reference_grad_norm=ref.grad_norm, reference_method=ref.method,
-    )
-
     records: list[EpochRecord] = []
 
     def emit(record: EpochRecord) -> None:
@@ -234,7 +233,16 @@ def train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | No
     acc = AcceleratorClient(connect, timeout=cfg.timeout, session=session, tap=tap) if needs_accel else None
     try:
         if acc is not None:
-            acc.hello()
+            # Before the reference optimum (the slow part): refuse what the accelerator cannot run.
+            caps = KernelCapabilities.from_message(acc.hello())
+            if caps is not None:
+                check_capabilities(caps, resolved)
+        ref = reference_optimum(obj)
+        resolved.update(
+            # LP-SGD / LP-SVRG: a fixed scale that just covers the optimum's range.
+            lp_scale=float(np.max(np.abs(ref.w))) / parse_format(resolved["offset_format"]).max_value,
+            reference_loss=ref.loss, reference_grad_norm=ref.grad_norm, reference_method=ref.method,
+        )
         for algo in cfg.algorithms:
             if on_start:
                 on_start(algo)

@@ -5,8 +5,10 @@ import importlib
 import pytest
 
 MODULES = [
-    "protocol.formats", "protocol.messages", "protocol.codec",
-    "accel.accounting", "accel.backends.emulated", "accel.daemon",
+    "protocol.formats", "protocol.messages", "protocol.codec", "protocol.capabilities",
+    "accel.spec.counts", "accel.spec.arith", "accel.spec.backend", "accel.spec.nonlinear",
+    "accel.spec.accuracy",
+    "accel.backends", "accel.backends.emulated", "accel.daemon",
     "accel.numerics", "accel.numerics.accumulate", "accel.numerics.arith",
     "accel.numerics.codec", "accel.numerics.doubleword", "accel.numerics.quantize",
     "accel.numerics.rng", "accel.numerics.rounding", "host.datasets", "host.scheduler",

@@ -1,1 +1,67 @@
-"""Accelerator backends: ``emulated`` (numpy, kernel spec v1 of docs/accelerator.md)."""
+"""Accelerator backends by name, each with the capabilities it announces.
+
+    >>> names()
+    ('emulated',)
+    >>> capabilities("emulated").check_format("acc", "fp32")
+    fp32
+    >>> backend_class("emulated").__name__
+    'EmulatedBackend'
+
+Capabilities are declared here, beside the name, so the CLI can check a run against them
+without importing a backend (the emulated one compiles kernels on import). A backend class is
+imported on first use and passes :func:`accel.spec.register` (the whole interface, or a
+``TypeError`` naming what is missing) before it is used.
+"""
+from __future__ import annotations
+
+import importlib
+
+from accel.spec import OFFSET_ROUNDINGS, SPEC_VERSION, Backend, register
+from protocol.capabilities import FamilyRule, KernelCapabilities, RoleRule
+
+# The emulated backend holds the data as float64: max_elements bounds that memory at 256 MiB.
+_EMULATED = KernelCapabilities(
+    backend="emulated", spec=SPEC_VERSION,
+    roles={
+        "data": RoleRule((FamilyRule("fixed", max_bits=32),
+                          FamilyRule("float", max_exp_bits=8, max_man_bits=23, exp_range=(-400, 400)))),
+        # Step 7 forms q − t in fixed<IL+3,FL>, exact in float64 up to 53 bits.
+        "offset": RoleRule((FamilyRule("fixed", signed=(True,), max_bits=50),), roundings=OFFSET_ROUNDINGS),
+        # float64-then-R is the correctly rounded operation for p <= 25 (and fp64 is native).
+        "acc": RoleRule((FamilyRule("float", max_man_bits=24, exp_range=(-400, 400)),), presets=("fp64",)),
+    },
+    exact_dot_bits=54,        # float64 holds every integer of magnitude <= 2^53 exactly
+    exact_product_bits=53,    # a float64 product of operands with p1 + p2 <= 53 bits is exact
+    limits={"max_samples": 1 << 22, "max_features": 1 << 16, "max_outputs": 1 << 12,
+            "max_elements": 1 << 25},
+)
+
+_ENTRIES: dict[str, tuple[str, KernelCapabilities]] = {
+    "emulated": ("accel.backends.emulated:EmulatedBackend", _EMULATED),
+}
+_LOADED: dict[str, tuple[type, KernelCapabilities]] = {}
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_ENTRIES)
+
+
+def _entry(name: str) -> tuple[str, KernelCapabilities]:
+    if name not in _ENTRIES:
+        raise ValueError(f"unknown backend {name!r}; available: {', '.join(_ENTRIES)}")
+    return _ENTRIES[name]
+
+
+def capabilities(name: str) -> KernelCapabilities:
+    """What backend ``name`` accepts (no import of the backend itself)."""
+    return _entry(name)[1]
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The registered class of backend ``name``, imported and checked on first use."""
+    if name not in _LOADED:
+        path, caps = _entry(name)
+        module, cls_name = path.split(":")
+        register(name, getattr(importlib.import_module(module), cls_name), capabilities=caps,
+                 registry=_LOADED)
+    return _LOADED[name][0]

@@ -101,7 +101,7 @@ def test_svrg_needs_a_recentre(client):
     refused(client, run_epoch(), "bad_state", "recentre first")
     client.request(recentre())
     report = client.request(run_epoch())
-    assert report.ops["mul fixed<2,6>*fixed<1,7>"] == 4 * F * C
+    assert report.ops["mul fixed<2,6>*fixed<2,7>"] == 4 * F * C     # x · dq, dq with one more integer bit
 
 
 def test_load_data_wrong_width(client):
@@ -154,9 +154,9 @@ def test_order_out_of_range_or_wrong_length(client):
 @pytest.mark.parametrize("changes,code,words", [
     ({"data_format": "fixed<2;6>"}, "bad_value", "fixed<2;6>"),
     ({"acc_format": "fixed<8,8>"}, "bad_value", "acc_format"),
-    ({"offset_format": "fp32"}, "bad_value", "signed saturating"),
-    ({"data_format": "fp32"}, "bad_value", "not exact"),
-    ({"rounding": "toward_zero"}, "bad_value", "nearest_even, stochastic"),
+    ({"offset_format": "fp32"}, "bad_value", "the offset takes fixed<IL,FL> signed, saturating"),
+    ({"data_format": "fp32"}, "bad_value", "the exact dot x·dq needs a 288-bit register"),
+    ({"rounding": "toward_zero"}, "bad_value", "choose nearest_even or stochastic"),
     ({"problem": "softmax", "n_outputs": 1}, "bad_value", "n_outputs >= 2"),
     ({"problem": "linear"}, "bad_value", "n_outputs = 1"),
     ({"n_features": 1 << 20}, "too_large", "n_features"),
@@ -172,8 +172,8 @@ def test_configure_refusals_keep_the_previous_configuration(client, changes, cod
 def test_promote_to_an_unusable_format(client):
     client.request(configure())
     refused(client, Promote(offset_format="fixed<1,7>", acc_format="fp64x"), "bad_value", "fp64x")
-    refused(client, Promote(offset_format="fp32"), "bad_value", "signed saturating")
-    refused(client, Promote(offset_format="fixed<9,40>"), "bad_value", "not exact")
+    refused(client, Promote(offset_format="fp32"), "bad_value", "signed, saturating")
+    refused(client, Promote(offset_format="fixed<9,40>"), "bad_value", "s·dq needs a 74-bit exact product")
     client.request(Promote(offset_format="fixed<1,15>", acc_format="fp64"))
 
 

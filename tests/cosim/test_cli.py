@@ -96,6 +96,53 @@ def test_bad_input_is_one_clear_line(tmp_path, args, fragment):
     assert "error:" in r.stderr and fragment in r.stderr
 
 
+REFUSED_FORMATS = [
+    (["--offset-format", "e4m3fn"], "offset_format 'e4m3fn'", "the offset takes fixed<IL,FL> signed"),
+    (["--data-format", "float<11,52>"], "data_format 'float<11,52>' (fp64)", "the data takes fixed<IL,FL>"),
+    (["--acc-format", "mxfp8"], "acc_format 'mxfp8'", "the acc takes float<E,M>"),
+    (["--offset-format", "fixed<1,7,wrap>"], "offset_format 'fixed<1,7,wrap>'", "saturating"),
+    (["--offset-format", "ufixed<1,7>"], "offset_format 'ufixed<1,7>'", "signed"),
+    (["--offset-format", "fixed<1,52>"], "offset_format 'fixed<1,52>'", "IL+FL <= 50"),
+    (["--data-format", "bfp<8,16>"], "data_format 'bfp<8,16>'", "float<E,M>"),
+    (["--acc-format", "fixed<8,8>"], "acc_format 'fixed<8,8>'", "or fp64"),
+]
+
+
+@pytest.mark.parametrize("args, named, accepted", REFUSED_FORMATS)
+def test_formats_the_backend_refuses_fail_at_once(tmp_path, args, named, accepted):
+    """Checked against the backend's capabilities before any data, reference or daemon: one
+    line naming the role, the format and what the role accepts; exit 2 in under a second."""
+    best = float("inf")
+    for _ in range(2):   # the faster of two tries: a loaded CI machine must not make this flaky
+        t0 = time.monotonic()
+        r = cosim("run", *args, "--out", str(tmp_path / "runs"), timeout=60)
+        best = min(best, time.monotonic() - t0)
+        assert r.returncode == 2, r.stdout + r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+        assert named in lines[0] and accepted in lines[0] and "emulated backend" in lines[0], lines[0]
+        assert "daemon" not in r.stdout and not (tmp_path / "runs").exists()
+    assert best < 1.0, f"took {best:.2f} s"
+
+
+def test_a_remote_daemon_refuses_before_the_reference(tmp_path):
+    """cosim host checks the formats against the daemon's own capabilities right after hello."""
+    address = free_tcp_address()
+    accel = subprocess.Popen([*COSIM, "accel", "--bind", address], stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in accel.stderr.readline()
+        r = cosim("host", "--connect", address, "--rounding", "toward_zero", "--out", str(tmp_path / "runs"),
+                  timeout=60)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert r.stderr.strip().splitlines() == [
+            "error: rounding 'toward_zero' is not accepted by the emulated backend for the offset; "
+            "choose nearest_even or stochastic"]
+        assert not (tmp_path / "runs").exists() and accel.poll() is None
+    finally:
+        accel.terminate()
+        accel.wait(10)
+
+
 def test_an_unwritable_results_directory_is_a_user_error(tmp_path):
     (tmp_path / "file").write_text("")
     r = cosim("run", "--out", str(tmp_path / "file" / "runs"), timeout=60)

@@ -69,3 +69,41 @@ def test_not_a_trace(tmp_path):
     p.write_bytes(b"")
     with pytest.raises(TraceError, match="empty"):
         list(TraceReader(p))
+
+
+def test_header_names_the_accelerator_that_answered(tmp_path):
+    """Backend and kernel spec come from the capabilities reply over a real socket, not from
+    the command line; the hello request waits in memory until then and is not lost."""
+    import threading
+
+    from accel.daemon import Daemon
+    from protocol.channel import Client, Server
+    from protocol.messages import Fetch, Hello
+
+    server = Server(f"ipc://{tmp_path}/a.sock")
+    daemon, stop = Daemon(), threading.Event()
+    thread = threading.Thread(target=server.serve, args=(daemon.handle,), kwargs={"should_stop": stop.is_set})
+    thread.start()
+    path = tmp_path / "t.cosim"
+    try:
+        with TraceWriter(path, config={"backend": "typed-on-the-command-line"}, seed=1) as w:
+            with Client(server.address, tap=w.message, timeout=10) as client:
+                client.request(Hello(client="t"))
+                with pytest.raises(Exception):
+                    client.request(Fetch())                       # bad_state: still recorded
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    records = list(TraceReader(path))
+    header = records[0]
+    assert header["accelerator"] == {"backend": "emulated", "spec": [2, 0], "protocol": [1, 1]}
+    assert [r["header"]["type"] for r in records[1:]] == ["hello", "capabilities", "fetch", "error"]
+
+
+def test_a_run_without_accelerator_still_gets_its_header(tmp_path):
+    path = tmp_path / "t.cosim"
+    with TraceWriter(path, config={}, seed=0) as w:
+        w.epoch({"algorithm": "svrg", "epoch": 0})
+    header, epoch = TraceReader(path)
+    assert header["kind"] == "header" and header["accelerator"] is None and epoch["kind"] == "epoch"

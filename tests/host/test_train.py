@@ -21,7 +21,6 @@ from protocol.formats import FixedFormat
     ({"step_size": -1.0}, "> 0"),
     ({"l2": 0.0}, "needs l2 > 0"),
     ({"offset_format": "fixed<1"}, "offset_format"),
-    ({"offset_format": "mxfp8"}, "one scale per tensor"),
     ({"policy": "adaptive", "offset_format": "e4m3fn"}, "fixed-point offset formats only"),
     ({"policy": "sometimes"}, "recentre, fixed, adaptive"),
     ({"policy": "fixed"}, "valid: recentre, adaptive"),

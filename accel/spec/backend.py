@@ -1,0 +1,159 @@
+"""The typed interface every accelerator backend implements, and the registry that enforces it.
+
+A backend is a class with six methods that take plain arguments (formats, arrays, scalars)
+and return the typed results below; the daemon maps protocol messages onto them and checks
+states, shapes and capabilities before it calls. Registering a class refuses it at once if
+anything is missing::
+
+    >>> class Half(Backend):
+    ...     name = "half"
+    ...     def configure(self, cfg): ...
+    >>> register("half", Half, capabilities=None)
+    Traceback (most recent call last):
+    ...
+    TypeError: backend 'half' cannot be registered: Half does not implement fetch, load_data, promote, recentre, run_epoch of accel.spec.Backend
+
+The laws an implementation keeps (the conformance suite in ``tests/accel/test_conformance.py``
+checks them on every registered backend):
+
+1. **Determinism**: results are a function of the calls made since ``configure``; the random
+   bits are LaneRNG's (seed, epoch, lane) streams consumed as ``docs/accelerator.md`` says.
+2. **Bit-exactness**: every value equals the reference (emulated) backend's, bit for bit;
+   ``ops`` and ``saturations`` equal too.
+3. **Refusal without change**: a call that raises :class:`KernelError` leaves the state exactly
+   as before (a diverged epoch keeps the offset it started from).
+4. **Formats as announced**: the backend accepts every configuration its capabilities admit;
+   the daemon never passes it one they refuse.
+"""
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from protocol.formats import FixedFormat, FloatFormat
+
+if TYPE_CHECKING:
+    from protocol.capabilities import KernelCapabilities
+
+__all__ = ["Backend", "KernelConfig", "LoadResult", "RecentreResult", "EpochResult", "PromoteResult",
+           "OffsetState", "KernelError", "register", "INTERFACE"]
+
+
+class KernelError(ValueError):
+    """The kernel cannot do what was asked (a value its arithmetic refuses, a diverged epoch).
+
+    The daemon answers it with a ``bad_value`` error reply; the backend's state is unchanged.
+    """
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """One configuration, formats already parsed and checked against the capabilities."""
+
+    problem: str
+    n_samples: int
+    n_features: int
+    n_outputs: int
+    data: FixedFormat | FloatFormat
+    offset: FixedFormat
+    acc: FloatFormat
+    rounding: str
+    rbits: int
+    lanes: int
+    seed: int
+    l2: float
+    scale: float
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    saturations: int                          # data elements clamped into the data format
+    ops: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecentreResult:
+    scale: float                              # the stored (rounded) scale s
+    ops: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    saturations: int                          # offset elements clamped into the new format
+    scale: float
+    ops: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    steps: int
+    ops: dict[str, int]
+    memory: dict[str, int]
+    saturations: int
+
+
+@dataclass(frozen=True)
+class OffsetState:
+    offset: np.ndarray                        # q, n_features × n_outputs, exact in float64
+    scale: float
+    offset_format: FixedFormat
+    counters: dict[str, int]
+
+
+class Backend(ABC):
+    """One configured accelerator: state plus the kernels of ``docs/accelerator.md``."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def configure(self, cfg: KernelConfig) -> float:
+        """Reset everything for ``cfg``; return the stored scale R(cfg.scale)."""
+
+    @abstractmethod
+    def load_data(self, start: int, x: np.ndarray, y: np.ndarray) -> LoadResult:
+        """Store rows start … start+len(x)−1, x rounded into the data format."""
+
+    @abstractmethod
+    def recentre(self, full_grad: np.ndarray, anchor: np.ndarray | None, scale: float | None) -> RecentreResult:
+        """New anchor: with ``scale`` q ← 0 on the new grid (HALP), without q_a ← q (LP-SVRG)."""
+
+    @abstractmethod
+    def run_epoch(self, algorithm: str, epoch: int, steps: int, step_size: float, batch_size: int,
+                  order: np.ndarray) -> EpochResult:
+        """``steps`` inner steps of the ``sgd`` or ``svrg`` kernel over ``order``."""
+
+    @abstractmethod
+    def promote(self, offset: FixedFormat, acc: FloatFormat) -> PromoteResult:
+        """Move to new offset (and accumulator) formats, re-rounding what is stored."""
+
+    @abstractmethod
+    def fetch(self) -> OffsetState:
+        """The offset, scale, format and counters."""
+
+
+INTERFACE = tuple(sorted(Backend.__abstractmethods__))
+
+
+def register(name: str, cls: type, *, capabilities: "KernelCapabilities | None",
+             registry: dict | None = None) -> type:
+    """Check that ``cls`` implements the whole interface, then add it to ``registry``.
+
+    Raises TypeError naming every missing method (or a method whose signature differs).
+    """
+    missing = [m for m in INTERFACE if not callable(getattr(cls, m, None))
+               or getattr(getattr(cls, m), "__isabstractmethod__", False)]
+    if missing:
+        raise TypeError(f"backend {name!r} cannot be registered: {cls.__name__} does not implement "
+                        f"{', '.join(missing)} of accel.spec.Backend")
+    wrong = [m for m in INTERFACE if list(inspect.signature(getattr(cls, m)).parameters)
+             != list(inspect.signature(getattr(Backend, m)).parameters)]
+    if wrong:
+        raise TypeError(f"backend {name!r} cannot be registered: {cls.__name__}."
+                        f"{', '.join(wrong)} take other arguments than accel.spec.Backend's")
+    if registry is not None:
+        registry[name] = (cls, capabilities)
+    return cls
