@@ -337,15 +337,18 @@ app.command("host", help="The host side alone, against a running `cosim accel` (
 def accel(
     bind: Annotated[str, Opt(help="Address to serve on: tcp://HOST:PORT or ipc://PATH. Loopback by default; bind tcp://0.0.0.0:PORT to serve other machines.")] = "tcp://127.0.0.1:5555",
     backend: Annotated[str, Opt(help="Accelerator backend: emulated.")] = "emulated",
+    count_ops: Annotated[bool, Opt("--count-ops", help="Emulated backend: report the operations it performs, counted one by one (slower), instead of the analytic counts.")] = False,
 ) -> None:
     """Serve the accelerator daemon until a host sends shutdown (or Ctrl-C)."""
     from accel import backends
 
     if backend not in backends.names():
         _fail(f"unknown backend {backend!r}; available: {', '.join(backends.names())}")
+    if count_ops and backend != "emulated":
+        _fail("--count-ops is a mode of the emulated backend")
     from accel.daemon import serve
     try:
-        serve(bind, backend=backend)
+        serve(bind, backend=backend, **({"counting": True} if count_ops else {}))
     except KeyboardInterrupt:
         err.print("cosim accel: stopped")
     except (OSError, ValueError) as exc:  # the address: malformed, in use, not ours to bind

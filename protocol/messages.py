@@ -187,6 +187,10 @@ class Shutdown(Message):
 
 @dataclass(frozen=True)
 class Capabilities(Message):
+    """What the accelerator is and accepts: protocol version, backend, problems, algorithms,
+    limits; since 1.1 the kernel spec version and, per format role (data, offset, acc), the
+    accepted families with bounds and roundings plus the exactness widths, as data that
+    ``protocol.capabilities.KernelCapabilities`` reads and checks (``docs/accelerator.md``)."""
     TYPE: ClassVar[str] = "capabilities"
     version: list = _f(Scalar("list"))        # [major, minor] of the protocol
     backend: str = _f(Scalar("str"))

@@ -157,6 +157,7 @@ def test_order_out_of_range_or_wrong_length(client):
     ({"offset_format": "fp32"}, "bad_value", "the offset takes fixed<IL,FL> signed, saturating"),
     ({"data_format": "fp32"}, "bad_value", "the exact dot x·dq needs a 288-bit register"),
     ({"rounding": "toward_zero"}, "bad_value", "choose nearest_even or stochastic"),
+    ({"data_format": "float<11,52>"}, "bad_value", "the data takes fixed<IL,FL>"),   # was internal: ZeroDivisionError
     ({"problem": "softmax", "n_outputs": 1}, "bad_value", "n_outputs >= 2"),
     ({"problem": "linear"}, "bad_value", "n_outputs = 1"),
     ({"n_features": 1 << 20}, "too_large", "n_features"),

@@ -143,6 +143,27 @@ def test_a_remote_daemon_refuses_before_the_reference(tmp_path):
         accel.wait(10)
 
 
+@pytest.mark.slow
+def test_a_counting_daemon_reports_what_it_performed_and_it_matches(tmp_path):
+    """cosim accel --count-ops: the epoch reports' counts, tallied operation by operation, equal
+    the analytic counts the default daemon reports for the same run."""
+    ops = []
+    for k, extra in enumerate(([], ["--count-ops"])):
+        address = free_tcp_address()
+        accel = subprocess.Popen([*COSIM, "accel", "--bind", address, *extra], stderr=subprocess.PIPE, text=True)
+        try:
+            assert "serving" in accel.stderr.readline()
+            r = cosim("host", "--connect", address, "--epochs", "1", "--inner-steps", "50",
+                      "--out", str(tmp_path / str(k)))
+            assert r.returncode == 0, r.stderr
+        finally:
+            accel.terminate()
+            accel.wait(10)
+        records = json.loads((run_dir(tmp_path / str(k)) / "metrics.json").read_text())["epochs"]
+        ops.append([rec["ops"] for rec in records if rec["epoch"] == 1])
+    assert ops[0] == ops[1] and ops[0][0]["mul fp32"] > 0
+
+
 def test_an_unwritable_results_directory_is_a_user_error(tmp_path):
     (tmp_path / "file").write_text("")
     r = cosim("run", "--out", str(tmp_path / "file" / "runs"), timeout=60)
