@@ -127,17 +127,16 @@ def _check_typed_formats(caps: Any, merged: dict[str, Any]) -> None:
     """The formats and rounding given on the command line or in the file, against ``caps``.
 
     Runs before the data is loaded (and before host.train is imported), so the common mistake
-    of a format the accelerator does not take costs a fraction of a second."""
+    of a format the accelerator does not take costs a fraction of a second. What was not given
+    takes a default rule and is checked with the data, in resolve()."""
     from protocol.capabilities import CapabilityError
 
-    bits = merged.get("bits", 8)
-    offset = merged.get("offset_format") or (f"fixed<1,{bits - 1}>" if isinstance(bits, int) and 2 <= bits <= 16
-                                             else None)
     try:
-        if offset is not None:
-            caps.check_run(data=merged.get("data_format"), offset=offset,
-                           acc=merged.get("acc_format") or "fp32",
-                           rounding=merged.get("rounding") or "stochastic")
+        for role in ("offset", "acc", "data"):
+            if merged.get(f"{role}_format") is not None:
+                caps.check_format(role, merged[f"{role}_format"])
+        if merged.get("rounding") is not None:
+            caps.check_rounding("offset", merged["rounding"])
     except CapabilityError as exc:
         raise UserError(str(exc)) from None
 

@@ -32,7 +32,6 @@ from protocol.formats import FixedFormat, Format, FormatError, parse_format
 from protocol.messages import ROUNDINGS
 
 
-
 @dataclass
 class TrainConfig:
     """Every training setting; the defaults are the embedded default run. ``None`` = by rule."""
