@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from .formats import BlockFormat, FixedFormat, FloatFormat, Format, FormatError, parse_format
+from .formats import FixedFormat, FloatFormat, Format, FormatError, parse_format
 
 __all__ = ["ROLES", "FamilyRule", "RoleRule", "KernelCapabilities", "CapabilityError", "Register",
            "exact_dot_format", "precision"]

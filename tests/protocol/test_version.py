@@ -17,7 +17,7 @@ import zmq
 from protocol import messages as m
 from protocol.channel import Client, Server, TapEvent
 from protocol.codec import ProtocolError, check_version, decode, encode, read_envelope
-from protocol.messages import PROTOCOL_VERSION, REPLIES, REQUESTS
+from protocol.messages import PROTOCOL_VERSION, REQUESTS
 
 from peer import Peer
 
