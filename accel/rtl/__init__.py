@@ -1,0 +1,2 @@
+"""The RTL accelerator: synthesizable SystemVerilog (``accel/rtl/sv``) simulated by Verilator
+under cocotb. :mod:`accel.rtl.build` finds the tools and builds designs, cached by content."""
