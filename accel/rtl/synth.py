@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from accel.rtl import SV
+
 __all__ = ["SV", "INSTALL", "UNITS", "SynthError", "SynthReport", "synthesize", "synthesize_unit",
            "markdown_table"]
 
-SV = Path(__file__).parent / "sv"
 INSTALL = "apt-get install yosys"
 TIMEOUT = 600                       # seconds; each unit takes seconds
 
