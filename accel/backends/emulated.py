@@ -24,6 +24,7 @@ refuses only what depends on the values (a scale that rounds to 0 or ∞, a dive
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,7 +136,7 @@ class EmulatedBackend(Backend):
         """The counted operations since the last call in counting mode, else ``analytic``."""
         if not self.counting:
             return analytic
-        ops, self.A.ops = dict(self.A.ops), type(self.A.ops)()
+        ops, self.A.ops = dict(self.A.ops), Counter()
         return ops
 
     def configure(self, cfg: KernelConfig) -> float:
