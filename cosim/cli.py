@@ -99,8 +99,7 @@ def resolve(flags: dict[str, Any], config_file: Optional[Path],
         merged["algorithms"] = tuple(merged["algorithms"])
     run = {k: merged.pop(k, default) for k, default in RUN_KEYS.items()}
     if run["backend"] not in backends.names():
-        raise UserError(f"unknown backend {run['backend']!r}; available: {', '.join(backends.names())} "
-                        "(rtl and fpga backends are not built yet)")
+        raise UserError(f"unknown backend {run['backend']!r}; available: {', '.join(backends.names())}")
     if run["transport"] not in TRANSPORTS:
         raise UserError(f"unknown transport {run['transport']!r}; choose {' or '.join(TRANSPORTS)}")
     # The backend's capabilities, checked twice before anything heavy: what was typed, at once;

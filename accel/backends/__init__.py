@@ -1,7 +1,7 @@
 """Accelerator backends by name, each with the capabilities it announces.
 
     >>> names()
-    ('emulated',)
+    ('emulated', 'rtl')
     >>> capabilities("emulated").check_format("acc", "fp32")
     fp32
     >>> backend_class("emulated").__name__
@@ -36,8 +36,25 @@ _EMULATED = KernelCapabilities(
             "max_elements": 1 << 25},
 )
 
+# The RTL core (accel/rtl, docs/rtl.md): signed fixed-point data and offset of up to 16 bits,
+# binary32 accumulation. Its exact dot register is 48 bits (16-bit data times a 17-bit dq, summed
+# over up to 2^14 features) and its multiplier forms the exact 48-bit significand product. The
+# limits are its windows' sizes; the driver refuses what the padded layout does not fit.
+_RTL = KernelCapabilities(
+    backend="rtl", spec=SPEC_VERSION,
+    roles={
+        "data": RoleRule((FamilyRule("fixed", signed=(True,), max_bits=16),)),
+        "offset": RoleRule((FamilyRule("fixed", signed=(True,), max_bits=16),), roundings=OFFSET_ROUNDINGS),
+        "acc": RoleRule((), presets=("fp32",)),
+    },
+    exact_dot_bits=48,
+    exact_product_bits=48,
+    limits={"max_samples": 1 << 16, "max_features": 4096, "max_outputs": 16, "max_elements": 1 << 18},
+)
+
 _ENTRIES: dict[str, tuple[str, KernelCapabilities]] = {
     "emulated": ("accel.backends.emulated:EmulatedBackend", _EMULATED),
+    "rtl": ("accel.backends.rtl:RtlBackend", _RTL),
 }
 _LOADED: dict[str, tuple[type, KernelCapabilities]] = {}
 

@@ -32,7 +32,8 @@ import numpy as np
 from accel.numerics import LaneRNG, quantize
 from accel.spec import (Backend, EpochResult, KernelConfig, KernelError, LoadResult, OffsetState,
                         PromoteResult, RecentreResult, nonlinear)
-from accel.spec.arith import AccArith, CountingArith
+from accel.spec.backend import diverged
+from accel.spec.arith import AccArith, CountingArith, rounded_scale
 from accel.spec.counts import (WORD_BITS, ExactKeys, KernelFormats, epoch_memory, epoch_ops, exact_keys,
                                load_ops, promote_ops, recentre_ops, update_format)
 from protocol.formats import FixedFormat, FloatFormat
@@ -147,21 +148,12 @@ class EmulatedBackend(Backend):
         self.y = np.zeros(cfg.n_samples)
         self.q = np.zeros((cfg.n_features, cfg.n_outputs))
         self.qa = np.zeros_like(self.q)
-        self.s = self._rounded_scale(self.A, cfg.scale)
+        self.s = rounded_scale(self.A, cfg.scale)
         self.g_tilde = np.zeros_like(self.q)
         self.anchor: np.ndarray | None = None
         self.counters = {"epochs": 0, "steps": 0, "saturations": 0, "recentres": 0, "promotes": 0}
         self._ops({})   # configure's own R(scale) is not a counted operation of any request
         return self.s
-
-    @staticmethod
-    def _rounded_scale(A: AccArith, scale: float) -> float:
-        with np.errstate(over="ignore"):
-            s = float(A.round(np.array(scale)))
-        if not (np.isfinite(s) and s > 0):
-            raise KernelError(f"scale {scale!r} rounds to {s!r} in acc_format {A.name}; it must stay "
-                              "finite and > 0")
-        return s
 
     def load_data(self, start: int, x: np.ndarray, y: np.ndarray) -> LoadResult:
         rows = slice(start, start + len(x))
@@ -175,7 +167,7 @@ class EmulatedBackend(Backend):
 
     def recentre(self, full_grad: np.ndarray, anchor: np.ndarray | None, scale: float | None) -> RecentreResult:
         A = self.A
-        s = self.s if scale is None else self._rounded_scale(A, scale)
+        s = self.s if scale is None else rounded_scale(A, scale)
         with np.errstate(over="ignore"):
             g_tilde = A.round(np.asarray(full_grad, dtype=np.float64))
             anchor = None if anchor is None else A.round(np.asarray(anchor, dtype=np.float64))
@@ -196,7 +188,7 @@ class EmulatedBackend(Backend):
         A = self._alu(acc) if acc != old.acc else self.A
         if acc != old.acc:
             # Stored accumulator-format operands move to the new format (validated before any change).
-            s = self._rounded_scale(A, self.s)
+            s = rounded_scale(A, self.s)
             with np.errstate(over="ignore"):
                 g_tilde = A.round(self.g_tilde)
                 y = A.round(self.y) if cfg.problem == "linear" else self.y
@@ -232,10 +224,7 @@ class EmulatedBackend(Backend):
                 if np.isnan(t_step).any():
                     self._ops({})   # the discarded epoch's counts go with it
                     # State is untouched: q is stored only after the whole epoch.
-                    raise KernelError(f"epoch {epoch} step {t}: the update is NaN: the iteration "
-                                      f"diverged until the accumulator {fmts.acc!r} overflowed (too few "
-                                      "offset bits for this problem, or too large a step size); the "
-                                      "offset keeps its value from before this epoch")
+                    raise diverged(epoch, t, fmts.acc)
                 q, sat = offset_update(q, t_step, fmts.offset, cfg.rounding, rng, cfg.rbits or None)
                 A.tally(keys.update, q.size)
                 A.tally(keys.offset_round, q.size)

@@ -33,7 +33,7 @@ from accel.spec import SPEC_VERSION
 __all__ = ["REGMAP_VERSION", "MAGIC", "Field", "Register", "Window", "RegmapError", "REGISTERS",
            "WINDOWS", "REG", "MEM", "check", "pack", "unpack", "sv_package", "markdown_table"]
 
-REGMAP_VERSION = (1, 0)
+REGMAP_VERSION = (2, 0)
 MAGIC = int.from_bytes(b"CSIM", "big")        # reads as ASCII "CSIM" most significant byte first
 ACCESS = ("ro", "rw", "wo", "w1p")
 _UPPER, _LOWER = re.compile(r"[A-Z][A-Z0-9_]*"), re.compile(r"[a-z][a-z0-9_]*")
@@ -105,8 +105,15 @@ REGISTERS: tuple[Register, ...] = (
     Register("STATUS", 0x00C, "ro", 0, "Run state (done and error stay set until start or a reset)", (
         Field("busy", 0, 1, "a run is in progress"),
         Field("done", 1, 1, "the last run finished"),
-        Field("error", 2, 1, "the last run stopped on an error (bad configuration or window overflow)"))),
+        Field("error", 2, 1, "the last run stopped on an error (ERROR says which)"))),
     Register("LANES", 0x010, "ro", 16, "Random-bit lanes of this core (its LANES parameter; 16 by default)"),
+    Register("PARAMS", 0x014, "ro", 16 | 16 << 8 | 256 << 16, "Build parameters of this core (defaults shown)", (
+        Field("dot_lanes", 0, 8, "P: multiply-accumulate lanes of the exact dot; F_pad = N_FEATURES rounded up to a multiple of P"),
+        Field("max_classes", 8, 8, "CMAX: largest N_OUTPUTS"),
+        Field("max_batch", 16, 16, "BMAX: largest BATCH"))),
+    Register("ERROR", 0x018, "ro", 0, "Why the last run stopped with STATUS.error", (
+        Field("code", 0, 4, "cause", ("none", "config", "nan_update")),)),
+    Register("ERROR_STEP", 0x01C, "ro", 0, "The step the last run stopped at (its index within the run)"),
     # Configuration, 0x020-0x07f: read at start, not while a run is busy.
     Register("OFFSET_FMT", 0x020, "rw", 16 | 15 << 8,
              "Offset format fixed<width-frac, frac>, signed; width b 1..16", _fmt("offset")),
@@ -128,23 +135,34 @@ REGISTERS: tuple[Register, ...] = (
     Register("N_SAMPLES", 0x04C, "rw", 0, "Samples in the data window"),
     Register("N_FEATURES", 0x050, "rw", 0, "Features per sample"),
     Register("N_OUTPUTS", 0x054, "rw", 0, "Outputs (1 for linear and logistic)"),
+    Register("RNG_LANES", 0x058, "rw", 16, "Random-bit lanes in use, 1..LANES: element k of a step draws from lane k mod RNG_LANES"),
     # Counters, 0x080-0x0ff: cleared by start and by either reset.
     *_pair("STEPS_DONE", 0x080, "Steps completed"),
     *_pair("SATURATIONS", 0x088, "Elements clamped into the offset format"),
     *_pair("RNG_WORDS", 0x090, "Random words drawn"),
     *_pair("CYCLES", 0x098, "Clock cycles while busy"),
+    # Operation counters of the binary32 sequencer and the exact dot (docs/accelerator.md keys).
+    *_pair("OPS_ADD", 0x0A0, "fp32 adds and subtracts"),
+    *_pair("OPS_MUL", 0x0A8, "fp32 multiplies"),
+    *_pair("OPS_DIV", 0x0B0, "fp32 divides"),
+    *_pair("OPS_LDEXP", 0x0B8, "fp32 exponent shifts"),
+    *_pair("OPS_RINT", 0x0C0, "fp32 round-to-integer"),
+    *_pair("OPS_CMP", 0x0C8, "fp32 comparisons (max, min, compares)"),
+    *_pair("OPS_ROUND", 0x0D0, "exact dots rounded into fp32 (step 3)"),
+    *_pair("OPS_MAC", 0x0D8, "exact products of the dot (step 2)"),
 )
 
 # Element layout: one element per 32-bit word; fixed point right-aligned and sign-extended,
 # fp32 as its bits, indices unsigned. Packing several narrow elements per word would change
 # the map's major version.
 WINDOWS: tuple[Window, ...] = (
-    Window("OFFSET_Q", 0x0001_0000, 4096, "Offset q, n_features x n_outputs, row-major"),
+    Window("OFFSET_Q", 0x0001_0000, 4096, "Offset q: element (f, c) at word c*F_pad + f"),
     Window("ANCHOR_Q", 0x0002_0000, 4096, "Anchor offset q_a (SVRG), same layout as q"),
     Window("G_TILDE", 0x0003_0000, 4096, "Full gradient at the anchor g~ (SVRG), fp32, layout of q"),
-    Window("ANCHOR_TERMS", 0x0004_0000, 16384, "Per-sample anchor terms (SVRG), fp32, n_samples x n_outputs"),
-    Window("ORDER", 0x0005_0000, 16384, "Sample order: the sample index of each step's draws"),
-    Window("DATA", 0x0010_0000, 262144, "Data x, n_samples x n_features, row-major"),
+    Window("ANCHOR_TERMS", 0x0004_0000, 65536, "Anchor terms P (SVRG), fp32: (n, c) at word n*N_OUTPUTS + c"),
+    Window("ORDER", 0x0008_0000, 65536, "Sample order: the sample index of each step's draws"),
+    Window("TARGETS", 0x000C_0000, 65536, "Targets y per sample (SGD): fp32 (linear, logistic) or the label (softmax)"),
+    Window("DATA", 0x0010_0000, 262144, "Data x: (n, f) at word n*F_pad + f, padding 0"),
 )
 
 

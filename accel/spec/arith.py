@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from accel.numerics import quantize
+from accel.spec.backend import KernelError
 from protocol.formats import PRESETS, FloatFormat
 
 Rounder = Callable[[np.ndarray], np.ndarray]
@@ -50,6 +51,16 @@ def acc_rounder(fmt: FloatFormat) -> Rounder:
     if fmt == PRESETS["fp32"]:
         return _round_fp32
     return lambda v: quantize(np.asarray(v, dtype=np.float64), fmt, "nearest_even")
+
+
+def rounded_scale(A: AccArith, scale: float) -> float:
+    """R(scale), refused unless finite and > 0 (every backend stores the scale this way)."""
+    with np.errstate(over="ignore"):
+        s = float(A.round(np.array(scale)))
+    if not (np.isfinite(s) and s > 0):
+        raise KernelError(f"scale {scale!r} rounds to {s!r} in acc_format {A.name}; it must stay "
+                          "finite and > 0")
+    return s
 
 
 class AccArith:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from protocol.capabilities import KernelCapabilities
 
 __all__ = ["Backend", "KernelConfig", "LoadResult", "RecentreResult", "EpochResult", "PromoteResult",
-           "OffsetState", "KernelError", "register", "INTERFACE"]
+           "OffsetState", "KernelError", "register", "INTERFACE", "diverged"]
 
 
 class KernelError(ValueError):
@@ -48,6 +48,13 @@ class KernelError(ValueError):
 
     The daemon answers it with a ``bad_value`` error reply; the backend's state is unchanged.
     """
+
+
+def diverged(epoch: int, step: int, acc: FloatFormat) -> KernelError:
+    """The refusal of an epoch whose update became NaN (law 3: the offset is kept)."""
+    return KernelError(f"epoch {epoch} step {step}: the update is NaN: the iteration diverged until "
+                       f"the accumulator {acc!r} overflowed (too few offset bits for this problem, or "
+                       "too large a step size); the offset keeps its value from before this epoch")
 
 
 @dataclass(frozen=True)

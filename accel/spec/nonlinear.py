@@ -126,7 +126,7 @@ from accel.spec.arith import AccArith
 from protocol.formats import FloatFormat
 
 __all__ = ["exp", "expm1", "sigmoid", "softmax", "logistic_response", "softmax_response",
-           "constants", "NonlinearConstants", "op_counts", "FUNCTIONS"]
+           "constants", "NonlinearConstants", "op_counts", "FUNCTIONS", "response_hi"]
 
 # ln 2 to 80 decimal digits (Decimal.ln is correctly rounded and pure software), as an exact
 # rational: every constant below is derived from it by exact rational arithmetic and rounded.
@@ -201,7 +201,7 @@ def constants(fmt: FloatFormat) -> NonlinearConstants:
 
 
 @lru_cache(maxsize=None)
-def _response_hi(fmt: FloatFormat, classes: int) -> float:
+def response_hi(fmt: FloatFormat, classes: int) -> float:
     """R((emax − ceil(log2 C))·ln 2): the upper clamp of d in the responses."""
     return float(AccArith(fmt).round(float((fmt.emax - (classes - 1).bit_length()) * LN2)))
 
@@ -279,7 +279,7 @@ def softmax(A: AccArith, a: np.ndarray) -> np.ndarray:
 
 def _response_expm1(A: AccArith, d: np.ndarray, classes: int) -> np.ndarray:
     k = constants(A.fmt)
-    d = A.clamp(np.asarray(d, dtype=np.float64), k.expm1_lo, _response_hi(A.fmt, classes))
+    d = A.clamp(np.asarray(d, dtype=np.float64), k.expm1_lo, response_hi(A.fmt, classes))
     return _expm1_clamped(A, d, k)
 
 

@@ -98,9 +98,26 @@ def collect(requests: list, ask) -> list:
     return out
 
 
-def replies(backend: str, requests: list) -> list:
+def replies(backend: str, requests: list, **options) -> list:
     """The replies of ``backend`` behind the daemon's state machine, in process."""
-    return collect(requests, Daemon(backend).handle)
+    return collect(requests, Daemon(backend, **options).handle)
+
+
+def covered(backend: str, case: tuple) -> bool:
+    """Whether ``backend``'s capabilities announce the formats of ``case`` (the suite's scope)."""
+    caps = backends.capabilities(backend)
+    data, offset, wider, acc = FORMATS[case[4]]
+    try:
+        caps.check_run(data=data, offset=offset, acc=acc, rounding=case[3], n_features=F)
+        caps.check_format("offset", wider)
+    except Exception:
+        return False
+    return True
+
+
+# Constructor options per backend: the rtl backend runs here on its register-level model; the
+# Verilator-simulated core runs the same suite in tests/accel/rtl/test_rtl_core.py.
+OPTIONS = {"emulated": {}, "rtl": {"fpga": "model"}}
 
 
 def digest(rs: list) -> str:
@@ -199,8 +216,10 @@ def reference():
 
 @pytest.mark.parametrize("backend", backends.names())
 def test_every_backend_answers_like_the_reference(backend, reference):
-    for case in CASES:
-        got = replies(backend, scenario(*case))
+    cases = [case for case in CASES if covered(backend, case)]
+    assert len(cases) >= len(CASES) // 2
+    for case in cases:
+        got = replies(backend, scenario(*case), **OPTIONS[backend])
         assert got == reference[case], f"{backend} differs from {REFERENCE} on {case}"
 
 

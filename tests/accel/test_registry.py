@@ -59,9 +59,9 @@ def test_a_complete_backend_is_registered():
 
 
 def test_unknown_backends_are_named():
-    with pytest.raises(ValueError, match="unknown backend 'rtl'; available: emulated"):
-        Daemon("rtl")
-    with pytest.raises(ValueError, match="available: emulated"):
+    with pytest.raises(ValueError, match="unknown backend 'pcie'; available: emulated, rtl"):
+        Daemon("pcie")
+    with pytest.raises(ValueError, match="available: emulated, rtl"):
         backends.capabilities("fpga")
 
 

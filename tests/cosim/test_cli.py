@@ -82,7 +82,7 @@ def test_same_seed_same_bits(tmp_path):
     (["--algorithm", "adam"], "halp"),
     (["--rounding", "sideways"], "stochastic"),
     (["--offset-format", "fixed<1"], "accepted forms"),
-    (["--backend", "rtl"], "emulated"),
+    (["--backend", "pcie"], "available: emulated, rtl"),
     (["--mu-rule", "wide"], "widen, fixed"),
     (["--batch-size", "100000"], "at most the 1797 samples of digits"),
     (["--inner-steps", "100000000"], "sample indices per epoch exceed"),

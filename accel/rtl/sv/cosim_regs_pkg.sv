@@ -3,7 +3,7 @@
 // Name them qualified, cosim_regs_pkg::ADDR_ID: Yosys 0.23 reads no `import` (docs/rtl.md).
 /* verilator lint_off UNUSEDPARAM */
 package cosim_regs_pkg;
-  localparam int unsigned REGMAP_VERSION_MAJOR = 1;
+  localparam int unsigned REGMAP_VERSION_MAJOR = 2;
   localparam int unsigned REGMAP_VERSION_MINOR = 0;
   localparam int unsigned SPEC_VERSION_MAJOR = 2;
   localparam int unsigned SPEC_VERSION_MINOR = 0;
@@ -16,7 +16,7 @@ package cosim_regs_pkg;
 
   // VERSION (ro): Register map and kernel spec versions
   localparam logic [31:0] ADDR_VERSION = 32'h0000_0004;
-  localparam logic [31:0] RESET_VERSION = 32'h0100_0200;
+  localparam logic [31:0] RESET_VERSION = 32'h0200_0200;
   localparam int unsigned VERSION_SPEC_MINOR_LSB = 0;
   localparam int unsigned VERSION_SPEC_MINOR_WIDTH = 8;
   localparam int unsigned VERSION_SPEC_MAJOR_LSB = 8;
@@ -49,6 +49,29 @@ package cosim_regs_pkg;
   // LANES (ro): Random-bit lanes of this core (its LANES parameter; 16 by default)
   localparam logic [31:0] ADDR_LANES = 32'h0000_0010;
   localparam logic [31:0] RESET_LANES = 32'h0000_0010;
+
+  // PARAMS (ro): Build parameters of this core (defaults shown)
+  localparam logic [31:0] ADDR_PARAMS = 32'h0000_0014;
+  localparam logic [31:0] RESET_PARAMS = 32'h0100_1010;
+  localparam int unsigned PARAMS_DOT_LANES_LSB = 0;
+  localparam int unsigned PARAMS_DOT_LANES_WIDTH = 8;
+  localparam int unsigned PARAMS_MAX_CLASSES_LSB = 8;
+  localparam int unsigned PARAMS_MAX_CLASSES_WIDTH = 8;
+  localparam int unsigned PARAMS_MAX_BATCH_LSB = 16;
+  localparam int unsigned PARAMS_MAX_BATCH_WIDTH = 16;
+
+  // ERROR (ro): Why the last run stopped with STATUS.error
+  localparam logic [31:0] ADDR_ERROR = 32'h0000_0018;
+  localparam logic [31:0] RESET_ERROR = 32'h0000_0000;
+  localparam int unsigned ERROR_CODE_LSB = 0;
+  localparam int unsigned ERROR_CODE_WIDTH = 4;
+  localparam logic [3:0] ERROR_CODE_NONE = 4'd0;
+  localparam logic [3:0] ERROR_CODE_CONFIG = 4'd1;
+  localparam logic [3:0] ERROR_CODE_NAN_UPDATE = 4'd2;
+
+  // ERROR_STEP (ro): The step the last run stopped at (its index within the run)
+  localparam logic [31:0] ADDR_ERROR_STEP = 32'h0000_001C;
+  localparam logic [31:0] RESET_ERROR_STEP = 32'h0000_0000;
 
   // OFFSET_FMT (rw): Offset format fixed<width-frac, frac>, signed; width b 1..16
   localparam logic [31:0] ADDR_OFFSET_FMT = 32'h0000_0020;
@@ -129,6 +152,10 @@ package cosim_regs_pkg;
   localparam logic [31:0] ADDR_N_OUTPUTS = 32'h0000_0054;
   localparam logic [31:0] RESET_N_OUTPUTS = 32'h0000_0000;
 
+  // RNG_LANES (rw): Random-bit lanes in use, 1..LANES: element k of a step draws from lane k mod RNG_LANES
+  localparam logic [31:0] ADDR_RNG_LANES = 32'h0000_0058;
+  localparam logic [31:0] RESET_RNG_LANES = 32'h0000_0010;
+
   // STEPS_DONE_LO (ro): Steps completed, bits 31:0 (reading it latches _HI)
   localparam logic [31:0] ADDR_STEPS_DONE_LO = 32'h0000_0080;
   localparam logic [31:0] RESET_STEPS_DONE_LO = 32'h0000_0000;
@@ -161,7 +188,71 @@ package cosim_regs_pkg;
   localparam logic [31:0] ADDR_CYCLES_HI = 32'h0000_009C;
   localparam logic [31:0] RESET_CYCLES_HI = 32'h0000_0000;
 
-  // OFFSET_Q: Offset q, n_features x n_outputs, row-major
+  // OPS_ADD_LO (ro): fp32 adds and subtracts, bits 31:0 (reading it latches _HI)
+  localparam logic [31:0] ADDR_OPS_ADD_LO = 32'h0000_00A0;
+  localparam logic [31:0] RESET_OPS_ADD_LO = 32'h0000_0000;
+
+  // OPS_ADD_HI (ro): fp32 adds and subtracts, bits 63:32 (as latched by _LO)
+  localparam logic [31:0] ADDR_OPS_ADD_HI = 32'h0000_00A4;
+  localparam logic [31:0] RESET_OPS_ADD_HI = 32'h0000_0000;
+
+  // OPS_MUL_LO (ro): fp32 multiplies, bits 31:0 (reading it latches _HI)
+  localparam logic [31:0] ADDR_OPS_MUL_LO = 32'h0000_00A8;
+  localparam logic [31:0] RESET_OPS_MUL_LO = 32'h0000_0000;
+
+  // OPS_MUL_HI (ro): fp32 multiplies, bits 63:32 (as latched by _LO)
+  localparam logic [31:0] ADDR_OPS_MUL_HI = 32'h0000_00AC;
+  localparam logic [31:0] RESET_OPS_MUL_HI = 32'h0000_0000;
+
+  // OPS_DIV_LO (ro): fp32 divides, bits 31:0 (reading it latches _HI)
+  localparam logic [31:0] ADDR_OPS_DIV_LO = 32'h0000_00B0;
+  localparam logic [31:0] RESET_OPS_DIV_LO = 32'h0000_0000;
+
+  // OPS_DIV_HI (ro): fp32 divides, bits 63:32 (as latched by _LO)
+  localparam logic [31:0] ADDR_OPS_DIV_HI = 32'h0000_00B4;
+  localparam logic [31:0] RESET_OPS_DIV_HI = 32'h0000_0000;
+
+  // OPS_LDEXP_LO (ro): fp32 exponent shifts, bits 31:0 (reading it latches _HI)
+  localparam logic [31:0] ADDR_OPS_LDEXP_LO = 32'h0000_00B8;
+  localparam logic [31:0] RESET_OPS_LDEXP_LO = 32'h0000_0000;
+
+  // OPS_LDEXP_HI (ro): fp32 exponent shifts, bits 63:32 (as latched by _LO)
+  localparam logic [31:0] ADDR_OPS_LDEXP_HI = 32'h0000_00BC;
+  localparam logic [31:0] RESET_OPS_LDEXP_HI = 32'h0000_0000;
+
+  // OPS_RINT_LO (ro): fp32 round-to-integer, bits 31:0 (reading it latches _HI)
+  localparam logic [31:0] ADDR_OPS_RINT_LO = 32'h0000_00C0;
+  localparam logic [31:0] RESET_OPS_RINT_LO = 32'h0000_0000;
+
+  // OPS_RINT_HI (ro): fp32 round-to-integer, bits 63:32 (as latched by _LO)
+  localparam logic [31:0] ADDR_OPS_RINT_HI = 32'h0000_00C4;
+  localparam logic [31:0] RESET_OPS_RINT_HI = 32'h0000_0000;
+
+  // OPS_CMP_LO (ro): fp32 comparisons (max, min, compares), bits 31:0 (reading it latches _HI)
+  localparam logic [31:0] ADDR_OPS_CMP_LO = 32'h0000_00C8;
+  localparam logic [31:0] RESET_OPS_CMP_LO = 32'h0000_0000;
+
+  // OPS_CMP_HI (ro): fp32 comparisons (max, min, compares), bits 63:32 (as latched by _LO)
+  localparam logic [31:0] ADDR_OPS_CMP_HI = 32'h0000_00CC;
+  localparam logic [31:0] RESET_OPS_CMP_HI = 32'h0000_0000;
+
+  // OPS_ROUND_LO (ro): exact dots rounded into fp32 (step 3), bits 31:0 (reading it latches _HI)
+  localparam logic [31:0] ADDR_OPS_ROUND_LO = 32'h0000_00D0;
+  localparam logic [31:0] RESET_OPS_ROUND_LO = 32'h0000_0000;
+
+  // OPS_ROUND_HI (ro): exact dots rounded into fp32 (step 3), bits 63:32 (as latched by _LO)
+  localparam logic [31:0] ADDR_OPS_ROUND_HI = 32'h0000_00D4;
+  localparam logic [31:0] RESET_OPS_ROUND_HI = 32'h0000_0000;
+
+  // OPS_MAC_LO (ro): exact products of the dot (step 2), bits 31:0 (reading it latches _HI)
+  localparam logic [31:0] ADDR_OPS_MAC_LO = 32'h0000_00D8;
+  localparam logic [31:0] RESET_OPS_MAC_LO = 32'h0000_0000;
+
+  // OPS_MAC_HI (ro): exact products of the dot (step 2), bits 63:32 (as latched by _LO)
+  localparam logic [31:0] ADDR_OPS_MAC_HI = 32'h0000_00DC;
+  localparam logic [31:0] RESET_OPS_MAC_HI = 32'h0000_0000;
+
+  // OFFSET_Q: Offset q: element (f, c) at word c*F_pad + f
   localparam logic [31:0] MEM_OFFSET_Q_BASE = 32'h0001_0000;
   localparam int unsigned MEM_OFFSET_Q_WORDS = 4096;
 
@@ -173,15 +264,19 @@ package cosim_regs_pkg;
   localparam logic [31:0] MEM_G_TILDE_BASE = 32'h0003_0000;
   localparam int unsigned MEM_G_TILDE_WORDS = 4096;
 
-  // ANCHOR_TERMS: Per-sample anchor terms (SVRG), fp32, n_samples x n_outputs
+  // ANCHOR_TERMS: Anchor terms P (SVRG), fp32: (n, c) at word n*N_OUTPUTS + c
   localparam logic [31:0] MEM_ANCHOR_TERMS_BASE = 32'h0004_0000;
-  localparam int unsigned MEM_ANCHOR_TERMS_WORDS = 16384;
+  localparam int unsigned MEM_ANCHOR_TERMS_WORDS = 65536;
 
   // ORDER: Sample order: the sample index of each step's draws
-  localparam logic [31:0] MEM_ORDER_BASE = 32'h0005_0000;
-  localparam int unsigned MEM_ORDER_WORDS = 16384;
+  localparam logic [31:0] MEM_ORDER_BASE = 32'h0008_0000;
+  localparam int unsigned MEM_ORDER_WORDS = 65536;
 
-  // DATA: Data x, n_samples x n_features, row-major
+  // TARGETS: Targets y per sample (SGD): fp32 (linear, logistic) or the label (softmax)
+  localparam logic [31:0] MEM_TARGETS_BASE = 32'h000C_0000;
+  localparam int unsigned MEM_TARGETS_WORDS = 65536;
+
+  // DATA: Data x: (n, f) at word n*F_pad + f, padding 0
   localparam logic [31:0] MEM_DATA_BASE = 32'h0010_0000;
   localparam int unsigned MEM_DATA_WORDS = 262144;
 endpackage

@@ -42,7 +42,7 @@ def test_shipped_map_contents():
     assert (version["map_major"], version["map_minor"]) == regmap.REGMAP_VERSION
     for name in ("STEPS_DONE", "SATURATIONS", "RNG_WORDS", "CYCLES", "SEED"):
         assert REG[f"{name}_HI"] == REG[f"{name}_LO"] + 4
-    assert {"DATA", "OFFSET_Q", "ANCHOR_Q", "ANCHOR_TERMS", "G_TILDE", "ORDER"} == set(MEM)
+    assert {"DATA", "OFFSET_Q", "ANCHOR_Q", "ANCHOR_TERMS", "G_TILDE", "ORDER", "TARGETS"} == set(MEM)
     assert REG["CONTROL"] and regmap._BY_NAME["CONTROL"].access == "w1p"
 
 
