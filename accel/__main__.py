@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bind", default="tcp://127.0.0.1:5555",
                         help="tcp://HOST:PORT or ipc://PATH (default: loopback tcp port 5555)")
     parser.add_argument("--backend", default="emulated", choices=backends.names())
+    parser.add_argument("--fpga", help="rtl backend: the board's Etherbone address udp://HOST:PORT")
     parser.add_argument("--count-ops", action="store_true",
                         help="emulated backend: report the operations it performs, counted one by one "
                              "(slower), instead of the analytic counts")
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.exit_with_parent:
         exit_with_parent()
     try:
-        serve(args.bind, backend=args.backend, **({"counting": True} if args.count_ops else {}))
+        options = {"counting": True} if args.count_ops else {}
+        serve(args.bind, backend=args.backend, **({"fpga": args.fpga} if args.fpga else options))
     except KeyboardInterrupt:
         pass
 

@@ -5,6 +5,8 @@
     cosim run --config my-run.toml --bits 6    # flags override the file
     cosim accel --bind tcp://0.0.0.0:5555      # one machine ...
     cosim host --connect tcp://accel-box:5555  # ... and another
+    cosim run --backend rtl                    # the RTL core, simulated, behind the same daemon
+    cosim fpga-sim --bind udp://127.0.0.1:1234 # the simulated board alone (Etherbone over UDP)
     cosim trace show runs/<run>/trace.cosim
 """
 from __future__ import annotations
@@ -46,7 +48,7 @@ def _train_fields() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
-RUN_KEYS = {"backend": "emulated", "out": "runs", "name": None, "transport": "ipc"}
+RUN_KEYS = {"backend": "emulated", "out": "runs", "name": None, "transport": "ipc", "fpga": None}
 
 
 def _settable() -> set[str]:
@@ -100,6 +102,15 @@ def resolve(flags: dict[str, Any], config_file: Optional[Path],
     run = {k: merged.pop(k, default) for k, default in RUN_KEYS.items()}
     if run["backend"] not in backends.names():
         raise UserError(f"unknown backend {run['backend']!r}; available: {', '.join(backends.names())}")
+    if run["fpga"] is not None and run["backend"] != "rtl":
+        raise UserError(f"--fpga names a board for the rtl backend; this run uses {run['backend']!r} "
+                        "(add --backend rtl)")
+    if run["fpga"] is not None:
+        from accel.etherbone import parse_udp
+        try:
+            parse_udp(run["fpga"])
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     if run["transport"] not in TRANSPORTS:
         raise UserError(f"unknown transport {run['transport']!r}; choose {' or '.join(TRANSPORTS)}")
     # The backend's capabilities, checked twice before anything heavy: what was typed, at once;
@@ -167,7 +178,8 @@ def _print_summary(records: list[dict]) -> None:
 
 def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
     """Run training against ``connect`` or a daemon launched here; write the results directory."""
-    from cosim.launch import AcceleratorDied, AcceleratorProcess, free_tcp_address, ipc_address, watch
+    from cosim.launch import (AcceleratorDied, AcceleratorProcess, BoardProcess, free_tcp_address,
+                              ipc_address, watch)
     from cosim.results import ResultsDir
     from cosim.trace import TraceWriter
     from host.train import ACCELERATOR_ALGORITHMS, train
@@ -186,16 +198,21 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
               f"{exc.strerror or exc}; choose another with --out")
     console.print(f"[bold]cosim[/] {', '.join(cfg.algorithms)} on {cfg.dataset}/{cfg.model}, "
                   f"{cfg.bits} bits, seed {cfg.seed} → {results.path}")
-    status, reference, accel = "failed", None, None
+    status, reference, accel, board = "failed", None, None, None
     tmp = tempfile.TemporaryDirectory(prefix="cosim-")
     try:
         with TraceWriter(results.trace_path, config=resolved, seed=cfg.seed) as trace:
             if needs_accel and connect is None:
                 address = (ipc_address(Path(tmp.name)) if run["transport"] == "ipc"
                            else free_tcp_address())
-                accel = AcceleratorProcess.start(address, backend=run["backend"],
+                fpga = run["fpga"]
+                if run["backend"] == "rtl" and fpga is None:
+                    board = _start_board(BoardProcess, results.path / "board.log")
+                    fpga = board.address
+                accel = AcceleratorProcess.start(address, backend=run["backend"], fpga=fpga,
                                                  log=results.path / "accel.log")
-                console.print(f"accelerator daemon pid {accel.pid} serving {run['backend']} on {address}")
+                console.print(f"accelerator daemon pid {accel.pid} serving {run['backend']} on {address}"
+                              + (f", board {fpga}" if fpga else ""))
                 connect = address
             console.print(f"[dim]{'algo':>7} {'epoch':>5}  {'loss':>12}  {'rel. gap':>9}  "
                           f"{'‖∇f‖':>9}  {'bits':>4}  {'time/s':>8}[/]")
@@ -209,7 +226,7 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
             def on_start(algorithm: str) -> None:
                 trace.mark("algorithm", name=algorithm)
 
-            with watch(accel) if accel else contextlib.nullcontext():
+            with watch(*(p for p in (accel, board) if p)) if accel else contextlib.nullcontext():
                 result = train(cfg, connect=connect, tap=trace.message, on_epoch=on_epoch,
                                on_start=on_start)
             status = "completed"
@@ -228,8 +245,9 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
         gone = accel is not None and isinstance(exc, AcceleratorGone) and accel.exited(within=1.0)
         err.print(f"[bold red]error:[/] {accel.death_notice() if gone else exc}")
     finally:
-        if accel is not None:
-            accel.stop()
+        for proc in (accel, board):
+            if proc is not None:
+                proc.stop()
         tmp.cleanup()
         results.finish(status=status, reference=reference,
                        title=f"{cfg.dataset} / {cfg.model}, b = {cfg.bits}")
@@ -238,6 +256,25 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
                   f"convergence.png, trace.cosim)")
     if status != "completed":
         raise typer.Exit(130 if status == "interrupted" else 1)
+
+
+def _start_board(board_cls: Any, log: Path) -> Any:
+    """The simulated board for an rtl run, with a note while the core builds the first time."""
+    from cosim.launch import AcceleratorDied
+
+    note = {"shown": False}
+
+    def on_wait(seconds: float) -> None:
+        if seconds > 3 and not note["shown"]:
+            console.print("[dim]building the RTL core with Verilator (the first time takes a minute "
+                          "or two; later runs use the cache)...[/]")
+            note["shown"] = True
+    try:
+        board = board_cls.start(log=log, on_wait=on_wait)
+    except AcceleratorDied as exc:
+        _fail(str(exc), code=1)
+    console.print(f"simulated board pid {board.pid} serving Etherbone on {board.address}")
+    return board
 
 
 def _preflight(connect: str, timeout: float, resolved: dict[str, Any]) -> None:
@@ -296,7 +333,8 @@ def run(
     samples: Annotated[Optional[int], Opt(help="Synthetic data sets: number of samples. Default 1000.")] = None,
     features: Annotated[Optional[int], Opt(help="Synthetic data sets: number of features. Default 20.")] = None,
     condition: Annotated[Optional[float], Opt(help="Synthetic data sets: condition number of the feature covariance. Default 100.")] = None,
-    backend: Annotated[Optional[str], Opt(help="Accelerator backend: emulated.")] = None,
+    backend: Annotated[Optional[str], Opt(help="Accelerator backend: emulated (default) or rtl (the RTL core; without --fpga, cosim run starts a simulated board).")] = None,
+    fpga: Annotated[Optional[str], Opt(help="rtl backend: the board's Etherbone address udp://HOST:PORT (a LiteX board, or `cosim fpga-sim`).")] = None,
     transport: Annotated[Optional[str], Opt(help="How cosim run reaches the daemon it launches: ipc (default) or tcp on loopback.")] = None,
     connect: Annotated[Optional[str], Opt(help="Use a running accelerator daemon at this address instead of launching one.")] = None,
     timeout: Annotated[Optional[float], Opt(help="Seconds to wait for any accelerator reply before giving up. Default 60.")] = None,
@@ -318,7 +356,7 @@ def run(
                  mu_rule=mu_rule,
                  inner_steps=inner_steps, batch_size=batch_size, data_format=data_format,
                  offset_format=offset_format, acc_format=acc_format, lanes=lanes, policy=policy,
-                 timeout=timeout, backend=backend, transport=transport, out=out, name=name)
+                 timeout=timeout, backend=backend, fpga=fpga, transport=transport, out=out, name=name)
     try:
         cfg, run_settings = resolve(flags, config, connect)
     except UserError as exc:
@@ -334,7 +372,8 @@ app.command("host", help="The host side alone, against a running `cosim accel` (
 @app.command()
 def accel(
     bind: Annotated[str, Opt(help="Address to serve on: tcp://HOST:PORT or ipc://PATH. Loopback by default; bind tcp://0.0.0.0:PORT to serve other machines.")] = "tcp://127.0.0.1:5555",
-    backend: Annotated[str, Opt(help="Accelerator backend: emulated.")] = "emulated",
+    backend: Annotated[str, Opt(help="Accelerator backend: emulated, or rtl (needs --fpga).")] = "emulated",
+    fpga: Annotated[Optional[str], Opt(help="rtl backend: the board's Etherbone address udp://HOST:PORT (a LiteX board, or `cosim fpga-sim`).")] = None,
     count_ops: Annotated[bool, Opt("--count-ops", help="Emulated backend: report the operations it performs, counted one by one (slower), instead of the analytic counts.")] = False,
 ) -> None:
     """Serve the accelerator daemon until a host sends shutdown (or Ctrl-C)."""
@@ -344,13 +383,62 @@ def accel(
         _fail(f"unknown backend {backend!r}; available: {', '.join(backends.names())}")
     if count_ops and backend != "emulated":
         _fail("--count-ops is a mode of the emulated backend")
-    from accel.daemon import serve
     try:
-        serve(bind, backend=backend, **({"counting": True} if count_ops else {}))
+        options = _backend_options(backend, fpga, count_ops)
+    except UserError as exc:
+        _fail(str(exc))
+    from accel.bus import BusError
+    from accel.daemon import serve
+    from accel.spec import KernelError
+    try:
+        serve(bind, backend=backend, **options)
     except KeyboardInterrupt:
         err.print("cosim accel: stopped")
+    except (BusError, KernelError) as exc:
+        _fail(f"the board at {fpga}: {exc}", code=1)
     except (OSError, ValueError) as exc:  # the address: malformed, in use, not ours to bind
         _fail(f"cannot serve on {bind}: {exc}")
+
+
+def _backend_options(backend: str, fpga: Optional[str], count_ops: bool) -> dict[str, Any]:
+    """The backend constructor's options from the command line (UserError for a wrong mix)."""
+    if backend == "rtl":
+        if fpga is None:
+            raise UserError("the rtl backend needs --fpga udp://HOST:PORT: a LiteX board, or a simulated "
+                            "one started with `cosim fpga-sim`")
+        from accel.etherbone import parse_udp
+        try:
+            parse_udp(fpga)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        return {"fpga": fpga}
+    if fpga is not None:
+        raise UserError(f"--fpga is for the rtl backend, not {backend!r}")
+    return {"counting": True} if count_ops else {}
+
+
+@app.command("fpga-sim")
+def fpga_sim(
+    bind: Annotated[str, Opt(help="UDP address the simulated board answers Etherbone on: udp://HOST:PORT (port 0 picks a free one).")] = "udp://127.0.0.1:1234",
+    waves: Annotated[Optional[Path], Opt(help="Write the waveforms of the whole session to this FST file (slower; for debugging).")] = None,
+    saif: Annotated[Optional[Path], Opt(help="Write toggle activity (SAIF) of the whole session to this file, for activity-based energy.")] = None,
+) -> None:
+    """Run the RTL core under Verilator as a board on the network, reached like a LiteX board
+    over Ethernet: `cosim accel --backend rtl --fpga udp://HOST:PORT` drives it. Builds the core
+    the first time (cached afterwards). Stops on Ctrl-C or SIGTERM."""
+    from accel.etherbone import parse_udp
+    try:
+        parse_udp(bind)
+    except ValueError as exc:
+        _fail(str(exc))
+    from accel.rtl.board import serve_board
+    from accel.rtl.build import RtlToolError
+    try:
+        serve_board(bind, waves=waves, saif=saif)
+    except KeyboardInterrupt:
+        err.print("cosim fpga-sim: stopped")
+    except RtlToolError as exc:
+        _fail(str(exc), code=1)
 
 
 def _version(v: Any) -> str:

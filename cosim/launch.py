@@ -40,13 +40,13 @@ class AcceleratorProcess:
         self._log = log
 
     @classmethod
-    def start(cls, address: str, *, backend: str = "emulated", timeout: float = 30.0,
-              log: Path | None = None) -> "AcceleratorProcess":
+    def start(cls, address: str, *, backend: str = "emulated", fpga: str | None = None,
+              timeout: float = 30.0, log: Path | None = None) -> "AcceleratorProcess":
         log = log or Path(tempfile.mkstemp(prefix="cosim-accel-", suffix=".log")[1])
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "accel", "--bind", address, "--backend", backend,
-                 "--exit-with-parent"],
+                 *(["--fpga", fpga] if fpga else []), "--exit-with-parent"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)  # Ctrl-C reaches the host only; the host stops us in order
         self = cls(proc, address, log)
@@ -111,21 +111,63 @@ class AcceleratorProcess:
         self.stop()
 
 
+class BoardProcess(AcceleratorProcess):
+    """A running simulated board (``python -m accel.rtl.board``): the RTL core under Verilator,
+    serving Etherbone on a loopback UDP port it picks. ``start`` returns once it serves, which
+    the first time includes building the core (a minute or two; later builds come from the
+    cache)."""
+
+    @classmethod
+    def start(cls, *, timeout: float = 900.0, log: Path | None = None,  # type: ignore[override]
+              on_wait=None) -> "BoardProcess":
+        log = log or Path(tempfile.mkstemp(prefix="cosim-board-", suffix=".log")[1])
+        ready = log.with_suffix(".address")
+        ready.unlink(missing_ok=True)
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "accel.rtl.board", "--bind", "udp://127.0.0.1:0",
+                 "--ready-file", str(ready), "--exit-with-parent"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self = cls(proc, "", log)
+        deadline, started = time.monotonic() + timeout, time.monotonic()
+        while not (ready.exists() and ready.read_text().strip()):
+            if proc.poll() is not None:
+                raise AcceleratorDied(f"the simulated board exited with code {proc.returncode} before "
+                                      f"serving:\n{self.output().strip()[-2000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AcceleratorDied(f"the simulated board did not start within {timeout:.0f} s; "
+                                      f"its log: {log}")
+            if on_wait is not None:
+                on_wait(time.monotonic() - started)
+            time.sleep(0.1)
+        self._address = ready.read_text().strip()
+        return self
+
+    def death_notice(self) -> str:
+        tail = "\n".join(self.output().strip().splitlines()[-10:])
+        return (f"the simulated board (pid {self.pid}) exited with code {self.returncode} during "
+                f"the run" + (f"; its last output:\n{tail}" if tail else ""))
+
+
 @contextmanager
-def watch(accel: AcceleratorProcess, poll_s: float = 0.2) -> Iterator[None]:
-    """Inside this block, ``accel`` exiting raises :class:`AcceleratorDied` in the main thread.
+def watch(*procs: AcceleratorProcess, poll_s: float = 0.2) -> Iterator[None]:
+    """Inside this block, any of ``procs`` exiting raises :class:`AcceleratorDied` in the main thread.
 
     The main thread may be blocked inside a ZeroMQ poll; a real signal interrupts that
     system call, and the handler's exception unwinds it.
     """
     done = threading.Event()
 
+    dead: list[AcceleratorProcess] = []
+
     def on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
-        raise AcceleratorDied(accel.death_notice())
+        raise AcceleratorDied(dead[0].death_notice())
 
     def loop() -> None:
         while not done.wait(poll_s):
-            if accel.returncode is not None:
+            if gone := [p for p in procs if p.returncode is not None]:
+                dead.extend(gone)
                 os.kill(os.getpid(), signal.SIGUSR1)
                 return
 

@@ -22,7 +22,7 @@ The machine (every operand a binary32 word):
 
 - ``R.*``: 32 scalar registers; ``R.s``, ``R.alpha``, ``R.lam`` are loaded from SCALE, ALPHA
   and LAMBDA at the start of an epoch, ``R.inv_s`` and ``R.inv_b`` by the ``init`` program;
-- ``V.*``: 4 vectors of CMAX elements, indexed by the loop counter j;
+- ``V.*``: vectors of CMAX elements (as many as the programs use), indexed by the loop counter j;
 - ``K.*``: constants (the spec's per-format constants for fp32, 1, 0);
 - ``S.*``: streams the hardware gathers for the element in hand (table :data:`STREAMS`);
 - one loop level (``loop`` j = 0 or 1 up to C or B … ``next``), a compare flag for ``sel``,
@@ -85,7 +85,7 @@ STREAMS: dict[str, tuple[int, str]] = {
     "OUT": (11, "write: response r[i, j]"),
 }
 FIXED_REGISTERS = ("s", "alpha", "lam", "inv_s", "inv_b")   # R.0 … R.4, loaded by the hardware
-N_REGISTERS, N_VECTORS = 32, 4
+N_REGISTERS = 32
 
 
 @dataclass(frozen=True)
@@ -384,7 +384,7 @@ def sv_package() -> str:
            f"  localparam int unsigned WORD_BITS = {WORD_BITS};",
            f"  localparam int unsigned N_CONSTANTS = {len(CONSTANTS)};",
            f"  localparam int unsigned N_REGISTERS = {N_REGISTERS};",
-           f"  localparam int unsigned N_VECTORS = {N_VECTORS};",
+           f"  localparam int unsigned N_VECTORS = {len(VECTORS)};",
            f"  localparam int unsigned MAX_CLASSES_LOG2 = {MAX_CLASSES_LOG2};"]
     out += [f"  localparam logic [4:0] OP_{n.upper()} = 5'd{c};" for n, (c, _) in OPS.items()]
     out += [f"  localparam logic [4:0] S_{n} = 5'd{c};" for n, (c, _) in STREAMS.items()]

@@ -5,7 +5,7 @@ package cosim_ucode_pkg;
   localparam int unsigned WORD_BITS = 28;
   localparam int unsigned N_CONSTANTS = 18;
   localparam int unsigned N_REGISTERS = 32;
-  localparam int unsigned N_VECTORS = 4;
+  localparam int unsigned N_VECTORS = 2;
   localparam int unsigned MAX_CLASSES_LOG2 = 8;
   localparam logic [4:0] OP_END = 5'd0;
   localparam logic [4:0] OP_ADD = 5'd1;

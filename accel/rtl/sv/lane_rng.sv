@@ -4,9 +4,10 @@
 // Usage: set seed and epoch, pulse start for one cycle; ready falls on the next cycle and
 // rises again LANES + 16 cycles after the start edge (LANES cycles of seeding, one hashed
 // lane per cycle, then the 16-draw warm-up on all lanes at once). While ready, each cycle
-// with next high advances every lane by one draw; words then holds the new word of every
-// lane, lane l in words[32*l +: 32]. Element k of a tensor takes lane k mod LANES, so one
-// next serves LANES consecutive elements.
+// advances lane l by one draw where next[l] is high; words then holds the new word of every
+// lane, lane l in words[32*l +: 32]. Element k of a tensor takes lane k mod L (the L <= LANES
+// lanes in use), so one next serves L consecutive elements, and the last round of a tensor
+// whose size is not a multiple of L advances its first lanes only.
 //
 // - start is accepted in any state (it restarts a seeding in progress) and wins over next;
 // - next is ignored while ready is low;
@@ -24,7 +25,7 @@ module lane_rng #(
     input  logic [63:0]           seed,     // run seed
     input  logic [15:0]           epoch,    // epoch mod 2^16
     input  logic                  start,    // one-cycle pulse: (re)seed every lane
-    input  logic                  next,     // advance every lane by one draw (when ready)
+    input  logic [LANES-1:0]      next,     // advance lane l by one draw where next[l] (when ready)
     output logic                  ready,    // lanes seeded and warmed up
     output logic [LANES*32-1:0]   words     // lane l's current word at [32*l +: 32]
 );
@@ -97,7 +98,7 @@ module lane_rng #(
                     warm <= warm + 4'd1;
                     if (warm == 4'(WARMUP - 1)) state <= RUN;
                 end
-                RUN: if (next) for (int l = 0; l < LANES; l++) st[l] <= xorshift32(st[l]);
+                RUN: for (int l = 0; l < LANES; l++) if (next[l]) st[l] <= xorshift32(st[l]);
                 default: ;  // IDLE: not seeded since reset
             endcase
         end

@@ -69,11 +69,11 @@ async def await_ready(dut) -> None:
 
 
 async def draw(dut, pattern: list[int]) -> list[np.ndarray]:
-    """Drive ``next`` per cycle from ``pattern``; the words after each cycle's edge."""
-    seen = []
-    for bit in pattern:
+    """Per cycle, advance the first ``pattern[k]`` lanes (1: all of them); the words after each edge."""
+    seen, lanes = [], lanes_of(dut)
+    for n in pattern:
         await FallingEdge(dut.clk)
-        dut.next.value = bit
+        dut.next.value = (1 << (lanes if n == 1 else n)) - 1
         await RisingEdge(dut.clk)
         await ReadOnly()
         seen.append(lane_words(dut))
@@ -83,11 +83,12 @@ async def draw(dut, pattern: list[int]) -> list[np.ndarray]:
 
 
 def expected(rng: LaneRNG, pattern: list[int]) -> list[np.ndarray]:
-    """The model's words per cycle: one round (LANES elements) per cycle with next high."""
+    """The model's words per cycle: a round of LANES elements (1), or of the first n lanes."""
     out, current = [], rng.states.copy()
-    for bit in pattern:
-        if bit:
-            current = rng.words(rng.lanes)    # element k of the round is lane k
+    for n in pattern:
+        if n:
+            rng.words(rng.lanes if n == 1 else n)    # element k of the round is lane k
+            current = rng.states.copy()
         out.append(current)
     return out
 
@@ -111,7 +112,7 @@ async def test_reset_values(dut):
     await await_ready(dut)
     await draw(dut, [1] * 3)
     await FallingEdge(dut.clk)
-    dut.rst.value, dut.next.value = 1, 1
+    dut.rst.value, dut.next.value = 1, (1 << lanes_of(dut)) - 1
     await RisingEdge(dut.clk)
     await ReadOnly()
     assert not is_ready(dut) and not lane_words(dut).any(), "reset must clear ready and the lanes"
@@ -129,7 +130,9 @@ async def test_streams_match_model(dut):
         await start(dut, seed, epoch)
         await await_ready(dut)
         assert_same([lane_words(dut)], [rng.states], f"seed {seed:#x} epoch {epoch:#x} warm-up")
-        pattern = [1 if rand.random() < 0.85 else 0 for _ in range(DRAW_CYCLES)]
+        # Whole rounds, gaps, and partial rounds (a step whose element count is not a multiple
+        # of the lanes draws from its first lanes only).
+        pattern = [rand.choice([0, 1, 1, 1, 1, 1, 2, lanes - 1]) for _ in range(DRAW_CYCLES)]
         assert_same(await draw(dut, pattern), expected(rng, pattern), f"seed {seed:#x} epoch {epoch:#x}")
 
 
@@ -173,7 +176,7 @@ async def test_start_reseeds(dut):
                 "start during seeding")
     # start and next in the same cycle: start wins, and the words match a fresh start.
     await FallingEdge(dut.clk)
-    dut.seed.value, dut.epoch.value, dut.start.value, dut.next.value = 5, 5, 1, 1
+    dut.seed.value, dut.epoch.value, dut.start.value, dut.next.value = 5, 5, 1, (1 << lanes) - 1
     await FallingEdge(dut.clk)
     dut.start.value, dut.next.value = 0, 0
     await await_ready(dut)
@@ -188,7 +191,7 @@ async def test_long_run(dut):
     await start(dut, 0x5EED_0000_0000_0001, 31)
     await await_ready(dut)
     await FallingEdge(dut.clk)
-    dut.next.value = 1
+    dut.next.value = (1 << lanes) - 1
     await ClockCycles(dut.clk, cycles)
     await ReadOnly()
     got = lane_words(dut)
