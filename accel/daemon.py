@@ -11,17 +11,22 @@ and whether its shapes and values agree with the configuration. States
     fresh --configure--> configured --load_data (all rows)--> loaded --recentre--> anchored
 
 A rejected request leaves the state as it was and the daemon keeps serving.
+
+A backend whose class declares a ``progress`` attribute (the rtl one) gets the server's
+:meth:`~protocol.channel.Server.progress` there and calls it while a long request runs, which
+keeps the host's reply timeout from firing; backends without it are left alone.
 """
 from __future__ import annotations
 
 import signal
 import sys
 import threading
+from typing import Callable
 
 import numpy as np
 
 from accel import backends
-from accel.spec import KernelConfig, KernelError
+from accel.spec import Backend, KernelConfig, KernelError
 from protocol.capabilities import CapabilityError
 from protocol.channel import Server
 from protocol.codec import Limits, ProtocolError
@@ -42,20 +47,30 @@ class Daemon:
         ...
         protocol.codec.ProtocolError: bad_state: fetch needs configure first
 
-    ``backend_options`` go to the backend's constructor (``counting=True`` for the emulated one).
+    ``backend_options`` go to the backend's constructor (``counting=True`` for the emulated one);
+    ``progress`` (the server's :meth:`~protocol.channel.Server.progress`) goes to every backend
+    instance whose class declares a ``progress`` attribute.
     """
 
-    def __init__(self, backend: str = "emulated", limits: Limits = Limits(), **backend_options) -> None:
+    def __init__(self, backend: str = "emulated", limits: Limits = Limits(), *,
+                 progress: Callable[[dict], None] | None = None, **backend_options) -> None:
         self.backend_cls = backends.backend_class(backend)    # ValueError for an unknown name
         self.caps = backends.capabilities(backend)
         self.backend_name = backend
         self.backend_options = backend_options
         self.limits = limits
+        self.progress = progress
         self._reset()
+
+    def _new_backend(self) -> Backend:
+        backend = self.backend_cls(**self.backend_options)
+        if hasattr(self.backend_cls, "progress"):   # declared by backends that report progress
+            backend.progress = self.progress
+        return backend
 
     def _reset(self) -> None:
         self.state = "fresh"
-        self.backend = self.backend_cls(**self.backend_options)
+        self.backend = self._new_backend()
         self.cfg: KernelConfig | None = None
         self.loaded_rows = np.zeros(0, dtype=bool)
 
@@ -119,7 +134,7 @@ class Daemon:
         cfg = KernelConfig(problem=msg.problem, n_samples=msg.n_samples, n_features=msg.n_features,
                            n_outputs=msg.n_outputs, data=data, offset=offset, acc=acc, rounding=msg.rounding,
                            rbits=msg.rbits, lanes=msg.lanes, seed=msg.seed, l2=msg.l2, scale=msg.scale)
-        backend = self.backend_cls(**self.backend_options)
+        backend = self._new_backend()
         scale = backend.configure(cfg)          # may refuse the scale; then nothing changes
         self.backend, self.cfg, self.state = backend, cfg, "configured"
         self.loaded_rows = np.zeros(msg.n_samples, dtype=bool)
@@ -194,13 +209,14 @@ class Daemon:
 def serve(address: str, backend: str = "emulated", *, limits: Limits = Limits(), tap=None,
           **backend_options) -> None:
     """Serve ``backend`` on ``address`` until a shutdown request (or SIGTERM in the main thread)."""
-    daemon = Daemon(backend, limits, **backend_options)
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        # The launcher stops us with SIGTERM: finish the current request, close the socket, return.
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server = Server(address, limits=limits, tap=tap)
     try:
+        # The backend reports progress through the server, which sends it to the requester.
+        daemon = Daemon(backend, limits, progress=server.progress, **backend_options)
+        stop = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            # The launcher stops us with SIGTERM: finish the current request, close the socket, return.
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
         print(f"cosim accel: serving {backend} on {server.address}", file=sys.stderr, flush=True)
         server.serve(daemon.handle, should_stop=stop.is_set)
     finally:

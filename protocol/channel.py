@@ -8,6 +8,11 @@ Example::
         caps = client.request(Hello(client="me"))   # seq 1 opens the session
         client.request(Fetch())                     # seq 2, 3, … assigned by the client
 
+    def handler(msg):                               # a slow request keeps the host waiting
+        for chunk in work(msg):
+            server.progress({"steps": chunk})       # each one restarts the client's timeout
+        return reply(msg)
+
 Session and sequence rules (checked by the server before the body is validated):
 ``hello`` opens a session on its connection; its header carries a non-empty session id and
 seq 1, and a valid hello replaces any earlier session. Every later request carries that
@@ -15,6 +20,12 @@ session (else ``bad_session``) and seq = previous + 1 (else ``bad_sequence``). A
 rejected for its sequence number does not consume the number; any other request does,
 even one then rejected for a bad field, its state or a handler failure. Replies echo the
 request's seq and session.
+
+Progress (since 1.2): while the handler works on a request, :meth:`Server.progress` sends a
+``progress`` message with the request's seq and session, to a 1.2 or later requester only.
+:meth:`Client.request` taps it, hands it to ``on_progress`` and waits a fresh ``timeout`` for
+the reply, so a slow but healthy accelerator does not time out; a hung one (neither progress
+nor reply for ``timeout`` s) still does, and a dead one is noticed by the heartbeats.
 
 Transports: ``tcp://``, ``ipc://`` and, in one process, ``inproc://`` (pass one
 ``context`` to both ends).
@@ -36,7 +47,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 from .codec import (Envelope, Limits, ProtocolError, Version, check_version, decode_message,
                     encode_parts, pack_header, read_envelope)
-from .messages import PROTOCOL_VERSION, REPLIES, REQUESTS, Error, Hello, Message, Shutdown
+from .messages import (PROTOCOL_VERSION, REPLIES, REQUESTS, Error, Hello, Message, Progress,
+                       Shutdown)
 
 __all__ = ["Client", "Server", "TapEvent", "AcceleratorError", "AcceleratorGone",
            "AcceleratorTimeout"]
@@ -70,7 +82,8 @@ class AcceleratorTimeout(AcceleratorGone, TimeoutError):
 
 @dataclass(frozen=True)
 class TapEvent:
-    """One message seen by a tap: ``direction`` is ``"h2a"`` (request) or ``"a2h"`` (reply)."""
+    """One message seen by a tap: ``direction`` is ``"h2a"`` (request) or ``"a2h"`` (reply or
+    progress)."""
 
     t: float
     direction: str
@@ -147,8 +160,13 @@ class Client:
             raise ValueError(f"cannot connect to {address!r} ({exc}); addresses look like "
                              "tcp://HOST:PORT, ipc:///PATH or inproc://NAME") from None
 
-    def request(self, msg: Message, *, timeout: float | None = None) -> Message:
-        """Send ``msg``, wait for its reply; an error reply raises :class:`AcceleratorError`."""
+    def request(self, msg: Message, *, timeout: float | None = None,
+                on_progress: Callable[[Progress], None] | None = None) -> Message:
+        """Send ``msg``, wait for its reply; an error reply raises :class:`AcceleratorError`.
+
+        Each ``progress`` for this request is tapped, passed to ``on_progress`` and restarts
+        the wait: the reply may come ``timeout`` seconds after the last progress.
+        """
         if self._closed_because is not None:
             raise AcceleratorGone(f"the client for {self.address} is closed ({self._closed_because})")
         if msg.TYPE not in REQUESTS:
@@ -168,19 +186,27 @@ class Client:
         self._seq = seq
         if self._tap:
             self._tap(TapEvent(time.time(), "h2a", header, frames))
-        # Blocking receives in short slices rather than polling data and monitor sockets:
-        # a prompt reply costs one call; a lost connection is noticed within a slice.
-        try:
-            reply_frames = _recv(self._sock, 1)
-        except zmq.Again:
-            reply_frames = self._wait(msg.TYPE, seq, timeout)
-        env = read_envelope(reply_frames, self.limits, self.version)
-        reply = decode_message(env, reply_frames, self.limits, REPLIES, self.version)
-        if env.seq != seq or env.session != self.session:
-            raise ProtocolError("bad_sequence", f"reply carries seq {env.seq} of session "
-                                f"{env.session!r}; the request was seq {seq} of {self.session!r}")
-        if self._tap:
-            self._tap(TapEvent(time.time(), "a2h", env.header, reply_frames[1:]))
+        since, progressed = time.monotonic(), False
+        while True:
+            # Blocking receives in short slices rather than polling data and monitor sockets:
+            # a prompt reply costs one call; a lost connection is noticed within a slice.
+            try:
+                reply_frames = _recv(self._sock, 1)
+            except zmq.Again:
+                reply_frames = self._wait(msg.TYPE, seq, timeout, since, progressed)
+            env = read_envelope(reply_frames, self.limits, self.version)
+            reply = decode_message(env, reply_frames, self.limits, REPLIES, self.version)
+            if env.seq != seq or env.session != self.session:
+                raise ProtocolError("bad_sequence", f"{reply.TYPE} carries seq {env.seq} of session "
+                                    f"{env.session!r}; the request was seq {seq} of {self.session!r}")
+            if self._tap:
+                self._tap(TapEvent(time.time(), "a2h", env.header, reply_frames[1:]))
+            if not isinstance(reply, Progress):
+                break
+            if on_progress:
+                on_progress(reply)
+            # The accelerator is alive and busy with this request: a fresh timeout from now.
+            since, progressed = time.monotonic(), True
         if isinstance(reply, Error):
             raise AcceleratorError(reply.code, reply.message, reply.ref)
         if reply.TYPE != msg.REPLY:
@@ -188,10 +214,11 @@ class Client:
                                                 f"expected {msg.REPLY}")
         return reply
 
-    def _wait(self, what: str, seq: int, timeout: float) -> list:
-        """The reply after a first slice passed without one: keep receiving in slices, and
-        between slices look whether the connection was lost or the time is up."""
-        deadline = time.monotonic() + timeout - self._slice_ms / 1000  # one slice has passed
+    def _wait(self, what: str, seq: int, timeout: float, since: float, progressed: bool) -> list:
+        """The next message after a first slice passed without one: keep receiving in slices,
+        and between slices look whether the connection was lost or ``timeout`` seconds have
+        passed ``since`` (the request left, or its last progress came)."""
+        deadline = since + timeout
         while True:
             self._drain_monitor()
             if not self._connected and self._was_connected:
@@ -199,6 +226,10 @@ class Client:
                            f"{self.address} was lost while waiting for the reply to {what} "
                            f"(seq {seq}); did the accelerator process exit?")
             left = deadline - time.monotonic()
+            if left <= 0 and progressed:
+                self._fail(AcceleratorTimeout, f"the accelerator at {self.address} sent progress on "
+                           f"{what} (seq {seq}), then neither progress nor the reply for "
+                           f"{timeout:g} s; is it hung?")
             if left <= 0:
                 self._fail(AcceleratorTimeout, f"the accelerator at {self.address} did not answer "
                            f"{what} (seq {seq}) within {timeout:g} s; is `cosim accel` running there?")
@@ -267,6 +298,7 @@ class Server:
                           "(port 0 picks a free one), ipc:///PATH or inproc://NAME") from None
         self._address = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         self._sessions: dict[bytes, list] = {}   # connection id → [session, last seq]
+        self._in_hand: tuple[bytes, Envelope] | None = None   # the request the handler works on
         self._closed = False
 
     @property
@@ -278,8 +310,9 @@ class Server:
               should_stop: Callable[[], bool] | None = None) -> None:
         """Answer requests until a shutdown is acknowledged or ``should_stop()`` is true.
 
-        ``handler(request) -> reply``; raising :class:`ProtocolError` sends that error,
-        any other exception sends ``internal`` — the server keeps serving either way.
+        ``handler(request) -> reply``, calling :meth:`progress` while it works if that takes
+        long; raising :class:`ProtocolError` sends that error, any other exception sends
+        ``internal`` — the server keeps serving either way.
         """
         self._sock.rcvtimeo = poll_ms  # a blocking receive is cheaper than poll + receive
         while not (should_stop and should_stop()):
@@ -306,7 +339,11 @@ class Server:
                 self._sessions[ident] = [env.session, 1]
                 while len(self._sessions) > MAX_CONNECTIONS:
                     del self._sessions[next(iter(self._sessions))]
-            reply = handler(request)
+            self._in_hand = ident, env
+            try:
+                reply = handler(request)
+            finally:
+                self._in_hand = None
             if not (isinstance(reply, Message) and reply.TYPE in (request.REPLY, "error")):
                 raise TypeError(f"the handler answered {request.TYPE} with {reply!r:.60}; "
                                 f"expected {request.REPLY} or error")
@@ -316,6 +353,23 @@ class Server:
             log.exception("handler failed on %s", env.type if env else "?")
             reply = Error("internal", f"{type(exc).__name__}: {exc}", env.seq if env else -1)
         return request, reply, env
+
+    def progress(self, info: dict) -> None:
+        """Tell the requester that the request in hand is still being worked on (``info``:
+        free-form numbers, e.g. steps done), restarting its reply timeout.
+
+        Call it from the handler, on the thread running :meth:`serve` (the socket is not
+        thread-safe); outside a request, or for a requester or server older than 1.2 (which
+        do not know the message), it does nothing.
+        """
+        if self._in_hand is None:
+            return
+        ident, env = self._in_hand
+        if min(env.version, self.version) < Progress.SINCE:
+            return
+        header, frames = encode_parts(Progress(of=env.type, info=info), env.seq, env.session,
+                                      self.version)
+        self._emit(ident, header, pack_header(header), frames)
 
     def _check_sequence(self, ident: bytes, env: Envelope) -> None:
         if env.type == "hello":
@@ -345,11 +399,14 @@ class Server:
             header, frames = encode_parts(Error("internal", f"cannot encode the reply: {exc}",
                                                 seq if env else -1), seq, session, self.version)
             packed = pack_header(header)
-        # No ROUTER_MANDATORY: a reply to a client that vanished is dropped, not an error.
-        # Reply tensors are copied: the handler may return views of state that the next
-        # request changes while ZeroMQ is still sending.
-        # The tap sees the reply before it leaves, so whoever holds the reply can rely on
-        # the record of it already existing (traces are the truth, even across a crash).
+        self._emit(ident, header, packed, frames)
+
+    def _emit(self, ident: bytes, header: dict, packed: bytes, frames: list) -> None:
+        # No ROUTER_MANDATORY: a message to a client that vanished is dropped, not an error.
+        # Tensors are copied: the handler may return views of state that the next request
+        # changes while ZeroMQ is still sending.
+        # The tap sees the message before it leaves, so whoever holds it can rely on the
+        # record of it already existing (traces are the truth, even across a crash).
         if self._tap:
             self._tap(TapEvent(time.time(), "a2h", header, frames))
         _send(self._sock, [ident, packed], frames, copy_tensors=True)

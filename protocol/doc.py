@@ -42,7 +42,7 @@ def generate() -> str:
     lines = [BEGIN, "", "## Requests (host → accelerator)", ""]
     for cls in REQUESTS.values():
         lines += _section(cls, "host → accelerator")
-    lines += ["## Replies (accelerator → host)", ""]
+    lines += ["## Replies and progress (accelerator → host)", ""]
     for cls in REPLIES.values():
         lines += _section(cls, "accelerator → host")
     lines += ["## Error codes", "", "| code | meaning |", "|---|---|"]

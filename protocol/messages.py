@@ -10,7 +10,9 @@ Each field carries its validation rule in ``metadata["spec"]`` (a :class:`Scalar
     'run_epoch'
 
 Requests go host → accelerator; every request gets exactly one reply: the reply type
-named in its ``REPLY`` or an :class:`Error`.
+named in its ``REPLY`` or an :class:`Error`. Before that reply, a request may get any number
+of :class:`Progress` messages (since 1.2): never a reply themselves, they tell the host the
+accelerator is still working on it.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL_VERSION = (1, 1)   # (major, minor); docs/protocol.md, "Versions"
+PROTOCOL_VERSION = (1, 2)   # (major, minor); docs/protocol.md, "Versions"
 
 PROBLEMS = ("linear", "logistic", "softmax")
 ALGORITHMS = ("sgd", "svrg")
@@ -259,7 +261,22 @@ class Error(Message):
     ref: int = _f(Scalar("int"))              # seq of the offending request, -1 if unknown
 
 
+# ---- progress (accelerator → host, before a reply) ------------------------------------
+
+@dataclass(frozen=True)
+class Progress(Message):
+    """Since 1.2: the accelerator is still working on the request of this seq and session;
+    sent zero or more times before its reply, only to a host of 1.2 or later. Never a reply
+    itself: the host keeps waiting, with its reply timeout started afresh."""
+    TYPE: ClassVar[str] = "progress"
+    SINCE: ClassVar[tuple[int, int]] = (1, 2)   # older peers refuse the type (unknown_type)
+    of: str = _f(Scalar("str"))               # the request type being worked on
+    info: dict = _f(Scalar("dict"))           # free-form numbers, e.g. {"steps": 1200, "cycles": 3400000}
+
+
 REQUESTS: dict[str, type] = {c.TYPE: c for c in (Hello, Configure, LoadData, Recentre, RunEpoch,
                                                   Promote, Fetch, Shutdown)}
-REPLIES: dict[str, type] = {c.TYPE: c for c in (Capabilities, Ack, EpochReport, State, Error)}
+# Everything the host decodes: the replies, and the progress that may come before one.
+REPLIES: dict[str, type] = {c.TYPE: c for c in (Capabilities, Ack, EpochReport, State, Error,
+                                                 Progress)}
 MESSAGES: dict[str, type] = {**REQUESTS, **REPLIES}

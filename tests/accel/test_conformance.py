@@ -82,7 +82,8 @@ def scenario(problem: str, algorithm: str, batch: int, rounding: str, family: st
 
 
 def _wire(reply, seq: int) -> tuple[bytes, ...]:
-    return tuple(bytes(f) for f in encode(reply, seq=seq, session="conformance"))
+    # Encoded as protocol 1.1: the pinned digests follow the arithmetic, not the header's version.
+    return tuple(bytes(f) for f in encode(reply, seq=seq, session="conformance", version=(1, 1)))
 
 
 def collect(requests: list, ask) -> list:

@@ -1,4 +1,5 @@
-"""State-level validation of a real accelerator daemon process over an ipc socket.
+"""State-level validation of a real accelerator daemon process over an ipc socket, and the
+progress that a daemon passes from its backend to the host.
 
 Each rule: send the bad request, check the error code, then a good request succeeds.
 """
@@ -7,14 +8,18 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
+from typing import Callable
 
 import numpy as np
 import pytest
 
+from accel import backends
+from accel.daemon import Daemon, serve
 from protocol.channel import AcceleratorError, AcceleratorTimeout, Client
-from protocol.messages import (Configure, Fetch, Hello, LoadData, Promote, Recentre, RunEpoch,
-                               Shutdown)
+from protocol.messages import (Configure, Fetch, Hello, LoadData, Progress, Promote, Recentre,
+                               RunEpoch, Shutdown)
 
 N, F, C = 6, 3, 3
 X = np.linspace(-1, 1, N * F).reshape(N, F)
@@ -220,3 +225,41 @@ def test_shutdown_and_sigterm_end_the_process(tmp_path):
             time.sleep(0.2)
             proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+# ---- progress: the daemon hands the server's progress to backends that report it ----------
+
+def test_a_backend_that_declares_progress_gets_it_on_every_instance_and_others_do_not():
+    def report(info: dict) -> None: ...
+
+    daemon = Daemon("rtl", fpga="model", progress=report)
+    assert daemon.backend.progress is report
+    for request in (Hello(client="again"), configure(problem="linear", n_outputs=1)):
+        before = daemon.backend
+        daemon.handle(request)                    # hello and configure make a new backend
+        assert daemon.backend is not before and daemon.backend.progress is report
+    assert not hasattr(Daemon(progress=report).backend, "progress")   # emulated: untouched
+
+
+def test_serve_sends_the_progress_a_backend_reports_to_the_host(tmp_path, monkeypatch):
+    class Reporting(backends.backend_class("emulated")):
+        progress: Callable[[dict], None] | None = None
+
+        def run_epoch(self, algorithm, epoch, steps, step_size, batch_size, order):
+            for done in range(1, 3):
+                self.progress({"steps": done})
+            return super().run_epoch(algorithm, epoch, steps, step_size, batch_size, order)
+
+    monkeypatch.setattr(backends, "backend_class", lambda name: Reporting)
+    address = f"ipc://{tmp_path}/p.sock"
+    thread = threading.Thread(target=serve, args=(address,), daemon=True)
+    thread.start()
+    got: list[Progress] = []
+    with Client(address, timeout=20) as c:
+        c.request(Hello(client="test"))
+        loaded(c)
+        assert c.request(run_epoch(algorithm="sgd"), on_progress=got.append).steps == 4
+        c.request(Shutdown())
+    thread.join(10)
+    assert not thread.is_alive()
+    assert got == [Progress("run_epoch", {"steps": 1}), Progress("run_epoch", {"steps": 2})]

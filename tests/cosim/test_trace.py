@@ -5,6 +5,7 @@ import msgpack
 import pytest
 
 from cosim.trace import TraceError, TraceReader, TraceWriter, payloads, summarize
+from protocol.messages import PROTOCOL_VERSION
 
 
 @dataclass
@@ -97,7 +98,7 @@ def test_header_names_the_accelerator_that_answered(tmp_path):
         server.close()
     records = list(TraceReader(path))
     header = records[0]
-    assert header["accelerator"] == {"backend": "emulated", "spec": [2, 0], "protocol": [1, 1]}
+    assert header["accelerator"] == {"backend": "emulated", "spec": [2, 0], "protocol": list(PROTOCOL_VERSION)}
     assert [r["header"]["type"] for r in records[1:]] == ["hello", "capabilities", "fetch", "error"]
 
 

@@ -1,4 +1,5 @@
-"""Client and Server lifetimes: tcp/ipc/inproc, taps, timeouts, lost accelerators, vanished clients."""
+"""Client and Server lifetimes: tcp/ipc/inproc, taps, timeouts, progress, lost accelerators,
+vanished clients."""
 from __future__ import annotations
 
 import itertools
@@ -8,6 +9,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -16,7 +18,8 @@ import zmq
 from protocol import messages as m
 from protocol.channel import (AcceleratorError, AcceleratorGone, AcceleratorTimeout, Client,
                               Server, TapEvent)
-from protocol.codec import ProtocolError
+from protocol.codec import ProtocolError, encode, read_envelope
+from protocol.messages import PROTOCOL_VERSION
 
 CAPS = m.Capabilities([1, 1], "echo", ["fixed"], ["linear"], ["sgd"], ["stochastic"], {"max_frames": 16})
 
@@ -197,6 +200,7 @@ SLOW_DAEMON = textwrap.dedent("""
     def handler(msg):
         if isinstance(msg, m.Hello):
             return m.Capabilities([1, 1], "slow", [], [], [], [], {})
+        server.progress({})      # alive and busy, then killed: progress must not hide that
         time.sleep(60)
     server = Server(sys.argv[1])
     print(server.address, flush=True)
@@ -214,10 +218,10 @@ def test_killing_the_accelerator_mid_request_raises_at_once_not_after_the_timeou
         with Client(address, timeout=20) as client:
             client.request(m.Hello(client="t"))
             threading.Timer(0.3, proc.kill).start()
-            t0 = time.monotonic()
+            t0, got = time.monotonic(), []
             with pytest.raises(AcceleratorGone) as err:
-                client.request(m.Fetch())
-            assert time.monotonic() - t0 < 5.0
+                client.request(m.Fetch(), on_progress=got.append)
+            assert time.monotonic() - t0 < 5.0 and got == [m.Progress("fetch", {})]
             assert not isinstance(err.value, AcceleratorTimeout)
             assert f"connection to the accelerator at {address} was lost while waiting for the " \
                    "reply to fetch (seq 2)" in str(err.value)
@@ -281,3 +285,161 @@ def test_tcp_port_out_of_range_is_refused(make):
     # libzmq would take 99999 modulo 65536 and serve on port 34463 without a word
     with pytest.raises(ValueError, match="port 99999 is outside 0..65535"):
         make("tcp://127.0.0.1:99999")
+
+
+# ---- progress: a slow request keeps the client waiting, a hung one still times out ------
+
+TIMEOUT = 0.4
+STEP_S = TIMEOUT / 3          # the slow handler reports after each step: three per timeout
+
+
+def _slow_epoch(steps: int) -> m.RunEpoch:
+    return m.RunEpoch(algorithm="sgd", epoch=0, steps=steps, step_size=1.0, batch_size=1,
+                      order=np.zeros(steps, "<u4"))
+
+
+@contextmanager
+def slow_server(reports: int, version=PROTOCOL_VERSION):
+    """A server whose run_epoch works ``steps`` × STEP_S seconds and calls progress after each
+    of its first ``reports`` steps; yields (server, taps)."""
+    taps: list[TapEvent] = []
+    server = Server(_ipc(), tap=taps.append, version=version)
+    stop = threading.Event()
+
+    def slow(msg: m.Message) -> m.Message:
+        if not isinstance(msg, m.RunEpoch):
+            return handler(msg)
+        for step in range(msg.steps):
+            time.sleep(STEP_S)
+            if step < reports:
+                server.progress({"steps": step + 1})
+        return m.EpochReport(msg.epoch, msg.steps, {}, {}, 0)
+
+    thread = threading.Thread(target=server.serve, args=(slow,),
+                              kwargs={"poll_ms": 20, "should_stop": stop.is_set}, daemon=True)
+    thread.start()
+    try:
+        yield server, taps
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+def test_progress_restarts_the_timeout_of_a_request_three_timeouts_long():
+    client_taps: list[TapEvent] = []
+    got: list[m.Progress] = []
+    with slow_server(reports=9) as (server, server_taps):
+        with Client(server.address, timeout=TIMEOUT, tap=client_taps.append) as client:
+            client.request(m.Hello(client="t"))
+            t0 = time.monotonic()
+            report = client.request(_slow_epoch(9), on_progress=got.append)
+            assert time.monotonic() - t0 > 2.5 * TIMEOUT
+            assert (report.epoch, report.steps) == (0, 9)
+            assert isinstance(client.request(m.Fetch()), m.State)   # the next request is fine
+    assert got == [m.Progress("run_epoch", {"steps": k}) for k in range(1, 10)]
+    for taps in (client_taps, server_taps):
+        assert [(e.direction, e.header["type"], e.header["seq"]) for e in taps] == [
+            ("h2a", "hello", 1), ("a2h", "capabilities", 1), ("h2a", "run_epoch", 2),
+            *[("a2h", "progress", 2)] * 9, ("a2h", "epoch_report", 2),
+            ("h2a", "fetch", 3), ("a2h", "state", 3)]
+        assert {e.header["session"] for e in taps} == {client.session}
+    assert [e.header["body"] for e in client_taps if e.header["type"] == "progress"] == [
+        {"of": "run_epoch", "info": {"steps": k}} for k in range(1, 10)]
+
+
+def test_the_same_request_without_progress_times_out():
+    with slow_server(reports=0) as (server, server_taps):
+        with Client(server.address, timeout=TIMEOUT) as client:
+            client.request(m.Hello(client="t"))
+            with pytest.raises(AcceleratorTimeout, match=rf"did not answer run_epoch \(seq 2\) "
+                                                         rf"within {TIMEOUT:g} s; is `cosim accel`"):
+                client.request(_slow_epoch(9), on_progress=pytest.fail)
+    assert "progress" not in [e.header["type"] for e in server_taps]
+
+
+def test_an_accelerator_that_hangs_after_progress_still_times_out():
+    with slow_server(reports=2) as (server, _):
+        with Client(server.address, timeout=TIMEOUT) as client:
+            client.request(m.Hello(client="t"))
+            t0 = time.monotonic()
+            with pytest.raises(AcceleratorTimeout) as err:
+                client.request(_slow_epoch(9))
+            # Two progress messages (at 1 and 2 steps), then a timeout's silence.
+            assert 2 * STEP_S + TIMEOUT - 0.05 < time.monotonic() - t0 < 9 * STEP_S
+            assert str(err.value) == (f"the accelerator at {server.address} sent progress on "
+                                      "run_epoch (seq 2), then neither progress nor the reply "
+                                      f"for {TIMEOUT:g} s; is it hung?")
+
+
+def test_a_1_1_client_gets_no_progress_and_its_reply():
+    client_taps: list[TapEvent] = []
+    with slow_server(reports=9) as (server, server_taps):
+        # A 1.1 host gets no keep-alive: its timeout must cover the whole request.
+        with Client(server.address, timeout=20 * TIMEOUT, version=(1, 1),
+                    tap=client_taps.append) as client:
+            client.request(m.Hello(client="1.1"))
+            report = client.request(_slow_epoch(9), on_progress=pytest.fail)
+            assert (report.epoch, report.steps) == (0, 9)
+    for taps in (client_taps, server_taps):
+        assert [e.header["type"] for e in taps] == ["hello", "capabilities", "run_epoch",
+                                                    "epoch_report"]
+
+
+def test_a_server_playing_1_1_sends_no_progress_to_a_1_2_client():
+    with slow_server(reports=3, version=(1, 1)) as (server, server_taps):
+        with Client(server.address, timeout=20 * TIMEOUT) as client:
+            client.request(m.Hello(client="t"))
+            client.request(_slow_epoch(3), on_progress=pytest.fail)
+    assert "progress" not in [e.header["type"] for e in server_taps]
+
+
+def test_progress_outside_a_request_does_nothing():
+    taps: list[TapEvent] = []
+    with Server(_ipc(), tap=taps.append) as server:
+        server.progress({"steps": 1})
+    assert taps == []
+
+
+def test_progress_is_never_a_reply():
+    def answers_progress(msg: m.Message) -> m.Message:
+        return CAPS if isinstance(msg, m.Hello) else m.Progress(msg.TYPE, {})
+
+    server, stop = Server(_ipc()), threading.Event()
+    thread = threading.Thread(target=server.serve, args=(answers_progress,),
+                              kwargs={"poll_ms": 20, "should_stop": stop.is_set}, daemon=True)
+    thread.start()
+    try:
+        with Client(server.address, timeout=5) as client:
+            client.request(m.Hello(client="t"))
+            with pytest.raises(AcceleratorError, match="the handler answered fetch with Progress"):
+                client.request(m.Fetch())
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+@pytest.mark.parametrize("seq_shift,session", [(1, None), (-1, None), (0, "other")],
+                         ids=["later seq", "earlier seq", "other session"])
+def test_progress_for_another_request_is_a_protocol_error(seq_shift, session):
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+
+    def answer_with_stray_progress():
+        ident, *frames = router.recv_multipart()
+        env = read_envelope(frames)
+        router.send_multipart([ident, *encode(m.Progress("hello", {}), env.seq + seq_shift,
+                                              session or env.session)])
+
+    threading.Thread(target=answer_with_stray_progress, daemon=True).start()
+    try:
+        with Client(f"tcp://127.0.0.1:{port}", timeout=5) as client:
+            with pytest.raises(ProtocolError) as err:
+                client.request(m.Hello(client="t"), on_progress=pytest.fail)
+            assert err.value.code == "bad_sequence"
+            assert err.value.message.startswith("progress carries seq")
+    finally:
+        router.close()
