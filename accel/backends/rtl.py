@@ -19,8 +19,8 @@ a real board.
 """
 from __future__ import annotations
 
-import logging
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -37,11 +37,13 @@ from protocol.formats import PRESETS, FixedFormat, FloatFormat
 
 __all__ = ["RtlBackend", "open_bus"]
 
-log = logging.getLogger(__name__)
 FP32 = PRESETS["fp32"]
 PROBLEMS = ("linear", "logistic", "softmax")
-# How often a waiting driver polls STATUS: quickly at first (short epochs), then every 50 ms.
+# How often a waiting driver polls STATUS: quickly at first (short epochs), then every 50 ms;
+# and how often a long run reports its progress (the daemon turns it into protocol progress
+# messages, which keep the host's reply timeout from firing while the board works).
 POLL_START, POLL_MAX = 0.0002, 0.05
+PROGRESS_EVERY = 2.0
 
 
 def open_bus(fpga: str) -> Bus:
@@ -74,6 +76,8 @@ class RtlBackend(Backend):
     """The driver (see the module docstring): one board, one configured kernel."""
 
     name = "rtl"
+    # Set by the daemon: called with {"steps": done, "cycles": so far} while a run is busy.
+    progress: Callable[[dict], None] | None = None
 
     def __init__(self, fpga: str | None = None, bus: Bus | None = None) -> None:
         if bus is None:
@@ -260,12 +264,16 @@ class RtlBackend(Backend):
                            saturations=sat)
 
     def _wait(self) -> dict[str, int]:
-        """Poll STATUS until the run ends; a silent board raises from the bus itself."""
-        poll = POLL_START
+        """Poll STATUS until the run ends, reporting progress; a silent board raises from the
+        bus itself (EtherboneBus: after its retries), so a dead board ends the wait."""
+        poll, report = POLL_START, time.monotonic() + PROGRESS_EVERY
         while True:
             status = unpack("STATUS", self.bus.read(REG["STATUS"]))
             if not status["busy"] and (status["done"] or status["error"]):
                 return status
+            if self.progress is not None and time.monotonic() > report:
+                self.progress({"steps": self._counter("STEPS_DONE"), "cycles": self._counter("CYCLES")})
+                report = time.monotonic() + PROGRESS_EVERY
             time.sleep(poll)
             poll = min(2 * poll, POLL_MAX)
 

