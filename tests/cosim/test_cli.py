@@ -271,3 +271,35 @@ def test_trace_show_refuses_other_files(tmp_path):
     assert r.returncode == 2 and "is not a cosim trace" in r.stderr and "Traceback" not in r.stderr
     r = cosim("trace", "show", str(tmp_path), timeout=60)
     assert r.returncode == 2 and "without a trace.cosim" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_the_rtl_backend_gives_the_emulated_weights(tmp_path):
+    """cosim run --backend rtl starts a simulated board and a daemon in front of it, and cleans
+    both up; breast_cancer/logistic HALP and LP-SGD give weights.npz byte for byte."""
+    common = ["--dataset", "breast_cancer", "--model", "logistic", "--algorithm", "halp,lpsgd",
+              "--epochs", "3", "--seed", "2"]
+    weights = []
+    for backend in ("emulated", "rtl"):
+        r = cosim("run", *common, "--backend", backend, "--out", str(tmp_path / backend), timeout=900)
+        assert r.returncode == 0, r.stdout + r.stderr
+        d = run_dir(tmp_path / backend)
+        weights.append((d / "weights.npz").read_bytes())
+        if backend == "rtl":
+            assert "simulated board pid" in r.stdout and (d / "board.log").exists()
+            pid = int(r.stdout.split("simulated board pid ")[1].split()[0])
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)                                  # the board is gone
+    assert weights[0] == weights[1]
+
+
+def test_rtl_options_are_checked(tmp_path):
+    r = cosim("run", "--fpga", "udp://127.0.0.1:1234", "--out", str(tmp_path), timeout=60)
+    assert r.returncode == 2 and "add --backend rtl" in r.stderr and "Traceback" not in r.stderr
+    r = cosim("run", "--backend", "rtl", "--fpga", "tcp://x:1", "--out", str(tmp_path), timeout=60)
+    assert r.returncode == 2 and "udp://HOST:PORT" in r.stderr
+    r = cosim("accel", "--backend", "rtl", timeout=60)
+    assert r.returncode == 2 and "needs --fpga" in r.stderr
+    r = cosim("accel", "--backend", "rtl", "--fpga", "udp://127.0.0.1:9", "--bind", "tcp://127.0.0.1:0",
+              timeout=120)
+    assert r.returncode == 1 and "udp://127.0.0.1:9" in r.stderr and "Traceback" not in r.stderr
