@@ -115,18 +115,19 @@ class BoardProcess(AcceleratorProcess):
     """A running simulated board (``python -m accel.rtl.board``): the RTL core under Verilator,
     serving Etherbone on a loopback UDP port it picks. ``start`` returns once it serves, which
     the first time includes building the core (a minute or two; later builds come from the
-    cache)."""
+    cache). ``core`` replaces the core's sources (a design with its bus, e.g. a benchmark's)."""
 
     @classmethod
     def start(cls, *, timeout: float = 900.0, log: Path | None = None,  # type: ignore[override]
-              on_wait=None) -> "BoardProcess":
+              on_wait=None, core: list[Path] | None = None) -> "BoardProcess":
         log = log or Path(tempfile.mkstemp(prefix="cosim-board-", suffix=".log")[1])
         ready = log.with_suffix(".address")
         ready.unlink(missing_ok=True)
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "accel.rtl.board", "--bind", "udp://127.0.0.1:0",
-                 "--ready-file", str(ready), "--exit-with-parent"],
+                 "--ready-file", str(ready), "--exit-with-parent",
+                 *(["--core", *map(str, core)] if core else [])],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self = cls(proc, "", log)
         deadline, started = time.monotonic() + timeout, time.monotonic()

@@ -92,7 +92,10 @@ class RtlBackend(Backend):
                               f"{REGMAP_VERSION[0]}.x (ID 0x{ident:08x}, map {version['map_major']}."
                               f"{version['map_minor']})")
         self.params = {**unpack("PARAMS", bus.read(REG["PARAMS"])), "lanes": bus.read(REG["LANES"])}
+        # The last epoch's core cycles, and its wall time split: writing the order and the
+        # registers, the run (start to done seen), reading the results back.
         self.last_cycles = 0
+        self.last_timing = {"setup": 0.0, "run": 0.0, "readback": 0.0}
 
     # ---- layout ----
     def _padded(self) -> int:
@@ -224,6 +227,7 @@ class RtlBackend(Backend):
             raise KernelError(f"batch_size {B} × steps {steps}: this core takes batches of at most "
                               f"{self.params['max_batch']} and {MEM['ORDER'][1]} draws per epoch")
         Fp = self._padded()
+        t0 = time.perf_counter()
         before = bus.read_words(MEM["OFFSET_Q"][0], Fp * cfg.n_outputs)   # law 3 on a diverged epoch
         bus.write_words(MEM["ORDER"][0], np.asarray(order[:steps * B], dtype=np.uint32))
         bus.write(REG["MODE"], pack("MODE", problem=cfg.problem, algorithm=algorithm,
@@ -233,8 +237,10 @@ class RtlBackend(Backend):
         bus.write(REG["EPOCH"], epoch)
         bus.write(REG["STEPS"], steps)
         bus.write(REG["BATCH"], B)
+        t1 = time.perf_counter()
         bus.write(REG["CONTROL"], pack("CONTROL", start=1))
         status = self._wait()
+        t2 = time.perf_counter()
         self.last_cycles = self._counter("CYCLES")
         if status["error"]:
             code = unpack("ERROR", bus.read(REG["ERROR"]))["code"]
@@ -260,6 +266,7 @@ class RtlBackend(Backend):
         self.counters["epochs"] += 1
         self.counters["steps"] += self._counter("STEPS_DONE")
         self.counters["saturations"] += sat
+        self.last_timing = {"setup": t1 - t0, "run": t2 - t1, "readback": time.perf_counter() - t2}
         return EpochResult(steps=steps, ops=ops, memory=epoch_memory(algorithm, cfg.problem, fmts, **shape),
                            saturations=sat)
 

@@ -51,6 +51,7 @@ from accel.spec.nonlinear import constants
 from protocol.formats import PRESETS
 
 __all__ = ["OPS", "STREAMS", "Instr", "PROGRAMS", "ENTRY", "CONSTANTS", "REGISTERS", "listing",
+           "CYCLES", "program_cycles",
            "execute", "sv_package", "response_program", "update_program", "MAX_CLASSES_LOG2", "Machine"]
 
 FP32 = PRESETS["fp32"]
@@ -332,6 +333,40 @@ def _layout() -> tuple[dict[str, int], list[Instr], tuple[float, ...], dict[str,
 ENTRY, ROM, CONSTANTS, REGISTERS = _layout()
 VECTORS = {n: i for i, n in enumerate(sorted({o.name for c in PROGRAMS.values() for i in c
                                               for o in (i.dst, i.a, i.b) if o is not None and o.space == "V"}))}
+
+
+# Cycles the core's sequencer spends on an instruction (cosim_core.sv): fetch, read operands,
+# execute and write back; a divide also waits for fp32_div (27 edges from its start edge, plus
+# the start and done handshake); loop, next and end take their fetch cycle only; an instruction
+# whose condition fails, its fetch and read.
+CYCLES = {"alu": 3, "div": 32, "loop": 1, "next": 1, "end": 1, "skip": 2}
+
+
+def program_cycles(name: str, classes: int, batch: int) -> int:
+    """Cycles of one run of program ``name`` with C = ``classes``, B = ``batch`` (its control
+    flow depends on nothing else)."""
+    code, bounds = PROGRAMS[name], {"C": classes, "B": batch}
+    pc, j, loop_pc, total = 0, 0, 0, 0
+    while True:
+        ins = code[pc]
+        if ins.op == "end":
+            return total + CYCLES["end"]
+        if ins.op == "loop":
+            total += CYCLES["loop"]
+            j, loop_pc = ins.start, pc
+            if ins.start >= bounds[ins.bound]:
+                pc = next(p for p in range(pc, len(code)) if code[p].op == "next")
+            pc += 1
+        elif ins.op == "next":
+            total += CYCLES["next"]
+            if j + 1 < bounds[code[loop_pc].bound]:
+                j, pc = j + 1, loop_pc + 1
+            else:
+                pc += 1
+        else:
+            taken = {"always": True, "batch>1": batch > 1, "first": j == 0, "later": j > 0}[ins.cond]
+            total += CYCLES["skip"] if not taken else CYCLES["div" if ins.op == "div" else "alu"]
+            pc += 1
 
 
 def listing(name: str) -> str:

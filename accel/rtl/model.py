@@ -25,7 +25,7 @@ from accel.rtl.regmap import MEM, REG, REGISTERS, pack, unpack
 from accel.spec.arith import AccArith
 from protocol.formats import PRESETS, FixedFormat
 
-__all__ = ["CoreModel", "RunError", "COUNTERS", "check_config"]
+__all__ = ["CoreModel", "RunError", "COUNTERS", "check_config", "step_cycles", "run_cycles"]
 
 FP32 = PRESETS["fp32"]
 # 64-bit counters by register stem, cleared by start.
@@ -33,6 +33,27 @@ COUNTERS = ("STEPS_DONE", "SATURATIONS", "RNG_WORDS", "CYCLES", "OPS_ADD", "OPS_
             "OPS_LDEXP", "OPS_RINT", "OPS_CMP", "OPS_ROUND", "OPS_MAC")
 _RW = {r.name: r for r in REGISTERS if r.access == "rw"}
 _BY_ADDR = {r.address: r for r in REGISTERS}
+
+
+def step_cycles(algorithm: str, problem: str, *, n_features: int, n_outputs: int, batch: int,
+                dot_lanes: int) -> int:
+    """Clock cycles of one inner step of the core (cosim_core.sv's state machine):
+
+    2B (gather) + B·C·(⌈F/P⌉ + 2) (the dot: a chunk of P lanes per cycle, then the rounding)
+    + B·(3 + resp) (a response program per row) + F·C·(3 + upd) (an update program per
+    element) + 1, where resp and upd are the programs' cycles (microcode.program_cycles).
+    """
+    F, C, B = n_features, n_outputs, batch
+    resp = microcode.program_cycles(f"resp_{algorithm}_{problem}", C, B)
+    upd = microcode.program_cycles(f"upd_{algorithm}", C, B)
+    return 2 * B + B * C * (-(-F // dot_lanes) + 2) + B * (3 + resp) + F * C * (3 + upd) + 1
+
+
+def run_cycles(algorithm: str, problem: str, steps: int, **shape: int) -> int:
+    """CYCLES after a run of ``steps`` steps: the init program, then the steps (a run of no
+    steps still takes its last state's cycle)."""
+    init = microcode.program_cycles("init", shape["n_outputs"], shape["batch"])
+    return init + (steps * step_cycles(algorithm, problem, **shape) if steps else 1)
 
 
 class RunError(Exception):
@@ -233,6 +254,8 @@ class CoreModel(Bus):
             self.counters["RNG_WORDS"] += F * C if rng is not None else 0
             self.counters["STEPS_DONE"] += 1
             self._count(counts)
+        self.counters["CYCLES"] = run_cycles(cfg["algorithm"], cfg["problem"], self.regs["STEPS"], n_features=F,
+                                             n_outputs=C, batch=B, dot_lanes=self.params["dot_lanes"])
 
     def _count(self, counts: dict[str, int]) -> None:
         for k, n in counts.items():

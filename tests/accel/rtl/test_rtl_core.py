@@ -159,3 +159,30 @@ def test_a_sample_index_beyond_the_data_is_refused(board):
             with pytest.raises(KernelError, match="step 1"):
                 backend.run_epoch("sgd", 0, 2, 0.1, 1, np.array([0, 9], dtype=np.uint32))
             assert not backend.fetch().offset.any()        # the first step's update is undone
+
+
+@pytest.mark.slow
+def test_the_cycle_formula_is_the_cores_count(board):
+    """accel.rtl.model.run_cycles (what the model reports as CYCLES) equals the simulated
+    core's CYCLES counter for every kernel, batch and feature count (one to four dot chunks)."""
+    from accel.rtl.model import run_cycles
+    rtl = RtlBackend(fpga=board)
+    for problem in ("linear", "logistic", "softmax"):
+        for algorithm in ("lpsgd", "halp"):
+            for batch, features in ((1, 5), (3, 17), (2, 64)):
+                classes, x, y = _problem(problem, 12, features, 0)
+                steps = []
+                run_epoch = rtl.run_epoch
+
+                def counted(*args, **kw):
+                    result = run_epoch(*args, **kw)
+                    steps.append((args[2], rtl.last_cycles))
+                    return result
+                rtl.run_epoch = counted
+                session(rtl, problem, algorithm, "stochastic", 8, batch=batch, x=x, y=y, classes=classes,
+                        epochs=1)
+                del rtl.run_epoch
+                kernel = "sgd" if algorithm == "lpsgd" else "svrg"
+                for n, cycles in steps:
+                    assert cycles == run_cycles(kernel, problem, n, n_features=features, n_outputs=classes,
+                                                batch=batch, dot_lanes=16), (problem, algorithm, batch, features)
