@@ -39,28 +39,39 @@ class AcceleratorProcess:
         self._address = address
         self._log = log
 
+    WHAT = "the accelerator daemon"
+
     @classmethod
     def start(cls, address: str, *, backend: str = "emulated", fpga: str | None = None,
               timeout: float = 30.0, log: Path | None = None) -> "AcceleratorProcess":
-        log = log or Path(tempfile.mkstemp(prefix="cosim-accel-", suffix=".log")[1])
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "accel", "--bind", address, "--backend", backend,
-                 *(["--fpga", fpga] if fpga else []), "--exit-with-parent"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)  # Ctrl-C reaches the host only; the host stops us in order
-        self = cls(proc, address, log)
-        deadline = time.monotonic() + timeout
-        while READY_MARK not in self.output():
-            if proc.poll() is not None:
-                raise AcceleratorDied(f"the accelerator daemon exited with code {proc.returncode} "
-                                      f"before serving:\n{self.output().strip()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise AcceleratorDied(f"the accelerator daemon did not start serving on {address} "
-                                      f"within {timeout:.0f} s:\n{self.output().strip()}")
-            time.sleep(0.05)
+        self = cls._spawn([sys.executable, "-m", "accel", "--bind", address, "--backend", backend,
+                           *(["--fpga", fpga] if fpga else []), "--exit-with-parent"],
+                          address, log or Path(tempfile.mkstemp(prefix="cosim-accel-", suffix=".log")[1]))
+        self._await(lambda: READY_MARK in self.output(), timeout)
         return self
+
+    @classmethod
+    def _spawn(cls, argv: list[str], address: str, log: Path) -> "AcceleratorProcess":
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)  # Ctrl-C reaches the host only; it stops us in order
+        return cls(proc, address, log)
+
+    def _await(self, ready, timeout: float, on_wait=None) -> None:
+        """Wait until ``ready()``; raise AcceleratorDied with the output if we exit or time out."""
+        started = time.monotonic()
+        while not ready():
+            waited = time.monotonic() - started
+            if self._proc.poll() is not None:
+                raise AcceleratorDied(f"{self.WHAT} exited with code {self._proc.returncode} before "
+                                      f"serving:\n{self.output().strip()[-2000:]}")
+            if waited > timeout:
+                self.stop()
+                raise AcceleratorDied(f"{self.WHAT} did not start serving within {timeout:.0f} s:\n"
+                                      f"{self.output().strip()[-2000:]}")
+            if on_wait is not None:
+                on_wait(waited)
+            time.sleep(0.05)
 
     @property
     def address(self) -> str:
@@ -92,7 +103,7 @@ class AcceleratorProcess:
     def death_notice(self) -> str:
         """What to tell the user when the daemon exited under a running host."""
         tail = "\n".join(self.output().strip().splitlines()[-10:])
-        return (f"the accelerator daemon (pid {self.pid}) exited with code {self.returncode} "
+        return (f"{self.WHAT} (pid {self.pid}) exited with code {self.returncode} "
                 f"during the run" + (f"; its last output:\n{tail}" if tail else ""))
 
     def stop(self, grace: float = 5.0) -> None:
@@ -117,38 +128,20 @@ class BoardProcess(AcceleratorProcess):
     the first time includes building the core (a minute or two; later builds come from the
     cache). ``core`` replaces the core's sources (a design with its bus, e.g. a benchmark's)."""
 
+    WHAT = "the simulated board"
+
     @classmethod
     def start(cls, *, timeout: float = 900.0, log: Path | None = None,  # type: ignore[override]
               on_wait=None, core: list[Path] | None = None) -> "BoardProcess":
         log = log or Path(tempfile.mkstemp(prefix="cosim-board-", suffix=".log")[1])
         ready = log.with_suffix(".address")
         ready.unlink(missing_ok=True)
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "accel.rtl.board", "--bind", "udp://127.0.0.1:0",
-                 "--ready-file", str(ready), "--exit-with-parent",
-                 *(["--core", *map(str, core)] if core else [])],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        self = cls(proc, "", log)
-        deadline, started = time.monotonic() + timeout, time.monotonic()
-        while not (ready.exists() and ready.read_text().strip()):
-            if proc.poll() is not None:
-                raise AcceleratorDied(f"the simulated board exited with code {proc.returncode} before "
-                                      f"serving:\n{self.output().strip()[-2000:]}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise AcceleratorDied(f"the simulated board did not start within {timeout:.0f} s; "
-                                      f"its log: {log}")
-            if on_wait is not None:
-                on_wait(time.monotonic() - started)
-            time.sleep(0.1)
+        self = cls._spawn([sys.executable, "-m", "accel.rtl.board", "--bind", "udp://127.0.0.1:0",
+                           "--ready-file", str(ready), "--exit-with-parent",
+                           *(["--core", *map(str, core)] if core else [])], "", log)
+        self._await(lambda: ready.exists() and bool(ready.read_text().strip()), timeout, on_wait)
         self._address = ready.read_text().strip()
         return self
-
-    def death_notice(self) -> str:
-        tail = "\n".join(self.output().strip().splitlines()[-10:])
-        return (f"the simulated board (pid {self.pid}) exited with code {self.returncode} during "
-                f"the run" + (f"; its last output:\n{tail}" if tail else ""))
 
 
 @contextmanager

@@ -188,7 +188,7 @@ class CoreModel(Bus):
         except RunError as e:
             self.error = ("none", "config", "nan_update").index(e.code)
             self.error_step = e.step
-            self.status = 0b110
+            self.status = 0b100                       # error, not done (as on the core)
 
     def _run(self) -> None:
         cfg = check_config(self.regs, self.params)

@@ -303,3 +303,28 @@ def test_rtl_options_are_checked(tmp_path):
     r = cosim("accel", "--backend", "rtl", "--fpga", "udp://127.0.0.1:9", "--bind", "tcp://127.0.0.1:0",
               timeout=120)
     assert r.returncode == 1 and "udp://127.0.0.1:9" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_a_long_rtl_epoch_outlasts_the_reply_timeout_and_a_dead_board_ends_the_run(tmp_path):
+    """An RTL epoch of about 17 s under --timeout 6: progress messages keep the host waiting.
+    Then the same run with its board killed mid-epoch stops at once, naming the board."""
+    args = ["--backend", "rtl", "--algorithm", "halp", "--epochs", "1", "--inner-steps", "300",
+            "--timeout", "6"]
+    r = cosim("run", *args, "--out", str(tmp_path / "ok"), timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    shown = cosim("trace", "show", str(run_dir(tmp_path / "ok")))
+    assert re.search(r"a2h\s+│\s+progress\s+│\s+[1-9]", shown.stdout), shown.stdout
+
+    proc = subprocess.Popen([*COSIM, "run", *args, "--epochs", "3", "--out", str(tmp_path / "killed")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = ""
+    while "time/s" not in out:                               # the epoch table's header: training starts
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        out += line
+    time.sleep(10)                                           # past the data load, inside the epoch
+    os.kill(int(out.split("simulated board pid ")[1].split()[0]), signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + stdout + stderr
+    assert "the simulated board" in stderr and "Traceback" not in stderr

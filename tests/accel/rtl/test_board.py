@@ -3,6 +3,7 @@ stand-in core stub_core.sv: bursts, registers, a long run polled through Etherbo
 own request packets, garbage, and shutdown on SIGTERM."""
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -28,12 +29,12 @@ RUN_STEPS = 2400
 class Board:
     """``python -m accel.rtl.board`` with the stub core, on a free port, logging to a file."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *options: str) -> None:
         self.ready, self.log = tmp / "board.addr", tmp / "board.log"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "accel.rtl.board", "--bind", "udp://127.0.0.1:0",
-                 "--ready-file", str(self.ready), "--core", str(STUB)],
+                 "--ready-file", str(self.ready), "--core", str(STUB), *options],
                 stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + STARTUP
         while not self.ready.exists():
@@ -171,6 +172,25 @@ def test_sigterm_stops_the_board_cleanly(tmp_path):
     assert not b.ready.exists()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(parse_udp(b.address))                          # the simulator let go of the port
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("switch, magic", [("--waves", b"\x00"), ("--saif", b"(SAIFILE")])
+def test_a_session_writes_waveforms_or_toggle_activity(tmp_path, switch, magic):
+    """--waves: an FST file of every signal; --saif: the toggle counts, for energy estimates."""
+    out = tmp_path / ("run.fst" if switch == "--waves" else "run.saif")
+    b = Board(tmp_path, switch, str(out))
+    with EtherboneBus(b.address) as bus:
+        bus.write(REG["STEPS"], 5)
+        bus.write(REG["CONTROL"], 1)
+        bus.wait(REG["STATUS"], mask=0b10, value=0b10, timeout=30)
+    b.close()
+    assert b.proc.returncode == 0, b.output()
+    data = out.read_bytes()
+    assert len(data) > 200 and magic in data[:64]
+    if switch == "--saif":
+        busy = re.search(rb"\(busy \(T0 \d+\) \(T1 (\d+)\)", data)
+        assert busy and int(busy[1]) > 0, "the busy port never spent a cycle high"
 
 
 @pytest.mark.slow
