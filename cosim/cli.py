@@ -266,8 +266,8 @@ def _start_board(board_cls: Any, log: Path) -> Any:
 
     def on_wait(seconds: float) -> None:
         if seconds > 3 and not note["shown"]:
-            console.print("[dim]building the RTL core with Verilator (the first time takes a minute "
-                          "or two; later runs use the cache)...[/]")
+            console.print("[dim]building the RTL core with Verilator (the first time only; later "
+                          "runs use the cache)...[/]")
             note["shown"] = True
     try:
         board = board_cls.start(log=log, on_wait=on_wait)

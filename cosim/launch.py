@@ -125,7 +125,7 @@ class AcceleratorProcess:
 class BoardProcess(AcceleratorProcess):
     """A running simulated board (``python -m accel.rtl.board``): the RTL core under Verilator,
     serving Etherbone on a loopback UDP port it picks. ``start`` returns once it serves, which
-    the first time includes building the core (a minute or two; later builds come from the
+    the first time includes building the core (about 15 s here; later builds come from the
     cache). ``core`` replaces the core's sources (a design with its bus, e.g. a benchmark's)."""
 
     WHAT = "the simulated board"
