@@ -186,7 +186,8 @@ class Daemon:
         if msg.order.size and (msg.order.min() < 0 or msg.order.max() >= self.cfg.n_samples):
             raise ProtocolError("bad_value", f"order holds indices outside 0..{self.cfg.n_samples - 1}")
         r = self.backend.run_epoch(msg.algorithm, msg.epoch, msg.steps, msg.step_size, msg.batch_size, msg.order)
-        return EpochReport(epoch=msg.epoch, steps=r.steps, ops=r.ops, memory=r.memory, saturations=r.saturations)
+        return EpochReport(epoch=msg.epoch, steps=r.steps, ops=r.ops, memory=r.memory, saturations=r.saturations,
+                           work=r.work or None)
 
     def _on_promote(self, msg: Promote) -> Ack:
         self._need("promote", "configured")

@@ -178,8 +178,7 @@ def _print_summary(records: list[dict]) -> None:
 
 def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
     """Run training against ``connect`` or a daemon launched here; write the results directory."""
-    from cosim.launch import (AcceleratorDied, AcceleratorProcess, BoardProcess, free_tcp_address,
-                              ipc_address, watch)
+    from cosim.launch import AcceleratorDied, free_tcp_address, ipc_address, watch
     from cosim.results import ResultsDir
     from cosim.trace import TraceWriter
     from host.train import ACCELERATOR_ALGORITHMS, train
@@ -205,14 +204,7 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
             if needs_accel and connect is None:
                 address = (ipc_address(Path(tmp.name)) if run["transport"] == "ipc"
                            else free_tcp_address())
-                fpga = run["fpga"]
-                if run["backend"] == "rtl" and fpga is None:
-                    board = _start_board(BoardProcess, results.path / "board.log")
-                    fpga = board.address
-                accel = AcceleratorProcess.start(address, backend=run["backend"], fpga=fpga,
-                                                 log=results.path / "accel.log")
-                console.print(f"accelerator daemon pid {accel.pid} serving {run['backend']} on {address}"
-                              + (f", board {fpga}" if fpga else ""))
+                accel, board = _launch(run["backend"], run["fpga"], address, results.path)
                 connect = address
             console.print(f"[dim]{'algo':>7} {'epoch':>5}  {'loss':>12}  {'rel. gap':>9}  "
                           f"{'‖∇f‖':>9}  {'bits':>4}  {'time/s':>8}[/]")
@@ -256,6 +248,26 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
                   f"convergence.png, trace.cosim)")
     if status != "completed":
         raise typer.Exit(130 if status == "interrupted" else 1)
+
+
+def _launch(backend: str, fpga: Optional[str], address: str, log_dir: Path) -> tuple[Any, Any]:
+    """The daemon for ``backend`` serving ``address`` and, for rtl without ``fpga``, a simulated
+    board in front of it: (daemon, board or None), their logs in ``log_dir``."""
+    from cosim.launch import AcceleratorProcess, BoardProcess
+
+    board = None
+    if backend == "rtl" and fpga is None:
+        board = _start_board(BoardProcess, log_dir / "board.log")
+        fpga = board.address
+    try:
+        accel = AcceleratorProcess.start(address, backend=backend, fpga=fpga, log=log_dir / "accel.log")
+    except BaseException:
+        if board is not None:
+            board.stop()
+        raise
+    console.print(f"accelerator daemon pid {accel.pid} serving {backend} on {address}"
+                  + (f", board {fpga}" if fpga else ""))
+    return accel, board
 
 
 def _start_board(board_cls: Any, log: Path) -> Any:
@@ -439,6 +451,79 @@ def fpga_sim(
         err.print("cosim fpga-sim: stopped")
     except RtlToolError as exc:
         _fail(str(exc), code=1)
+
+
+@app.command()
+def replay(
+    trace: Annotated[Path, typer.Argument(help="A trace.cosim file, or a results directory holding one.")],
+    backend: Annotated[str, Opt(help="Backend to replay on: emulated, or rtl (a simulated board unless --fpga).")] = "emulated",
+    fpga: Annotated[Optional[str], Opt(help="rtl backend: the board's Etherbone address udp://HOST:PORT.")] = None,
+    timeout: Annotated[float, Opt(help="Seconds to wait for any reply (progress messages restart it).")] = 60.0,
+) -> None:
+    """Re-send a trace's requests to a fresh accelerator and compare every reply, bit for bit.
+
+    Prints "identical: N requests, M replies, K bytes" (exit 0), or the first difference:
+    message index, type, field, element, both values as numbers and bits (exit 1). An epoch
+    report's work (timing, cycles) is not compared, nor the capabilities reply when the backend
+    differs from the recorded one. A trace cut short by a crash replays up to its last record.
+    """
+    from accel import backends
+    from cosim.launch import AcceleratorDied, ipc_address, watch
+    from cosim.replay import formats_of, replay as run_replay
+    from cosim.trace import TraceError, TraceReader
+    from protocol.capabilities import CapabilityError
+    from protocol.channel import AcceleratorGone
+
+    if trace.is_dir():
+        trace = trace / "trace.cosim"
+    if not trace.is_file():
+        _fail(f"{trace} is not a trace file; give a trace.cosim or a results directory holding one")
+    try:
+        if backend not in backends.names():
+            raise UserError(f"unknown backend {backend!r}; available: {', '.join(backends.names())}")
+        if fpga is not None:
+            _backend_options(backend, fpga, False)      # rtl only, and a udp:// address
+        records = list(TraceReader(trace))
+    except UserError as exc:
+        _fail(str(exc))
+    except (TraceError, OSError) as exc:
+        _fail(str(exc))
+    caps = backends.capabilities(backend)
+    for asked in formats_of(records):
+        try:
+            if "data_format" in asked:
+                caps.check_run(data=asked["data_format"], offset=asked["offset_format"],
+                               acc=asked["acc_format"], rounding=asked["rounding"],
+                               n_features=asked.get("n_features"))
+            else:
+                caps.check_format("offset", asked["offset_format"])
+        except CapabilityError as exc:
+            _fail(f"the trace needs what the {backend} backend does not take: {exc}")
+    with tempfile.TemporaryDirectory(prefix="cosim-replay-") as tmp:
+        accel, board = _launch(backend, fpga, ipc_address(Path(tmp)), Path(tmp))
+        from rich.progress import Progress
+        try:
+            with watch(*(p for p in (accel, board) if p)), Progress(console=err, transient=True) as bar:
+                task = bar.add_task("replaying", total=None)
+                report = run_replay(trace, accel.address, timeout=timeout, backend=backend,
+                                    on_request=lambda done, total: bar.update(task, completed=done, total=total))
+        except (AcceleratorDied, AcceleratorGone) as exc:
+            _fail(str(exc), code=1)
+        finally:
+            for proc in (accel, board):
+                if proc is not None:
+                    proc.stop()
+    for note in report.skipped:
+        console.print(f"[dim]not compared: {note}[/]")
+    if report.truncated or report.unanswered:
+        console.print(f"[yellow]the trace stops early[/] (a crashed run): replayed its {report.requests} "
+                      f"requests with a recorded reply" + (f"; {report.unanswered} request(s) without one "
+                                                            "were not sent" if report.unanswered else ""))
+    if report.identical:
+        console.print(report.summary())
+        return
+    err.print(f"[bold red]{report.summary()}[/]")
+    raise typer.Exit(1)
 
 
 def _version(v: Any) -> str:

@@ -223,6 +223,11 @@ class EpochReport(Message):
     ops: dict = _f(Scalar("dict"))            # "mul fixed<2,6>*fixed<1,7>": count, ...
     memory: dict = _f(Scalar("dict"))         # bytes read / written per memory
     saturations: int = _f(Scalar("int"))
+    # Since 1.2: the accelerator's own measure of the epoch's work, e.g. {"seconds": 0.23} (the
+    # emulated backend's compute time) or {"cycles": 46000000, "seconds": 104.0} (the rtl core's
+    # cycle counter). It differs from run to run and between backends: replay and the
+    # conformance suite report it but do not compare it.
+    work: dict | None = _f(Scalar("dict", optional=True))
 
 
 @dataclass(frozen=True)

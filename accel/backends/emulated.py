@@ -24,6 +24,7 @@ refuses only what depends on the values (a scale that rounds to 0 or ∞, a dive
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -207,6 +208,7 @@ class EmulatedBackend(Backend):
     def run_epoch(self, algorithm: str, epoch: int, steps: int, step_size: float, batch_size: int,
                   order: np.ndarray) -> EpochResult:
         cfg, A, B, fmts = self.cfg, self.A, batch_size, self.fmts
+        started = time.perf_counter()
         keys = exact_keys(algorithm, fmts, cfg.n_features)
         with np.errstate(over="ignore", invalid="ignore"):   # a NaN update is caught below
             k = StepConstants(s=self.s, inv_s=float(A.div(1.0, self.s)), alpha=float(A.round(step_size)),
@@ -237,7 +239,8 @@ class EmulatedBackend(Backend):
         self.counters["saturations"] += saturations
         shape = dict(n_features=cfg.n_features, n_outputs=cfg.n_outputs, batch=B, steps=steps)
         return EpochResult(steps=steps, ops=self._ops(epoch_ops(algorithm, cfg.problem, fmts, **shape)),
-                           memory=epoch_memory(algorithm, cfg.problem, fmts, **shape), saturations=saturations)
+                           memory=epoch_memory(algorithm, cfg.problem, fmts, **shape), saturations=saturations,
+                           work={"seconds": round(time.perf_counter() - started, 6)})
 
     def fetch(self) -> OffsetState:
         return OffsetState(offset=self.q.copy(), scale=self.s, offset_format=self.fmts.offset,

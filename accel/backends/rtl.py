@@ -268,7 +268,7 @@ class RtlBackend(Backend):
         self.counters["saturations"] += sat
         self.last_timing = {"setup": t1 - t0, "run": t2 - t1, "readback": time.perf_counter() - t2}
         return EpochResult(steps=steps, ops=ops, memory=epoch_memory(algorithm, cfg.problem, fmts, **shape),
-                           saturations=sat)
+                           saturations=sat, work={"cycles": self.last_cycles, "seconds": round(t2 - t1, 6)})
 
     def _wait(self) -> dict[str, int]:
         """Poll STATUS until the run ends, reporting progress; a silent board raises from the

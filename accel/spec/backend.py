@@ -101,6 +101,9 @@ class EpochResult:
     ops: dict[str, int]
     memory: dict[str, int]
     saturations: int
+    # The backend's own measure of the work (compute seconds, cycles): not part of the bits,
+    # so it is left out of equality.
+    work: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
