@@ -8,6 +8,9 @@
     cosim run --backend rtl                    # the RTL core, simulated, behind the same daemon
     cosim fpga-sim --bind udp://127.0.0.1:1234 # the simulated board alone (Etherbone over UDP)
     cosim trace show runs/<run>/trace.cosim
+    cosim trace export runs/<run> --format csv # tables for pandas
+    cosim replay runs/<run> [--backend rtl]    # re-send the requests, compare the replies bit for bit
+    cosim energy runs/<run> [--link eth10g]    # energy by category, to a target gap
 """
 from __future__ import annotations
 
@@ -531,55 +534,172 @@ def _version(v: Any) -> str:
     return ".".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
 
 
+def _trace_file(file: Path) -> Path:
+    """TRACE as given to the trace commands: a trace file, or a results directory holding one.
+    What kind of file it is (a FIFO, a directory) is left to the reader, which never blocks."""
+    from rich.markup import escape
+
+    if not file.exists():
+        _fail(f"{escape(str(file))} does not exist")
+    if file.is_dir():
+        if not (file / "trace.cosim").exists():
+            _fail(f"{escape(str(file))} is a directory without a trace.cosim; give a trace file or a "
+                  "results directory")
+        file = file / "trace.cosim"
+    return file
+
+
 @trace_app.command("show")
 def trace_show(
     file: Annotated[Path, typer.Argument(help="A trace.cosim file, or a results directory holding one.")],
     epochs: Annotated[bool, Opt(help="Also list every recorded epoch.")] = False,
 ) -> None:
-    """Summarise a trace: header, messages by type and direction, bytes, op counts."""
+    """Summarise a trace: header, messages by type and direction, bytes, op counts.
+
+    A damaged trace is one error line naming the damaged record and its byte
+    offset (exit code 2).
+    """
+    from rich.markup import escape
     from rich.table import Table
 
     from cosim.results import by_algorithm
     from cosim.trace import TraceError, summarize
 
-    if not file.exists():
-        _fail(f"{file} does not exist")
-    if file.is_dir():
-        if not (file / "trace.cosim").is_file():
-            _fail(f"{file} is a directory without a trace.cosim; give a trace file or a results directory")
-        file = file / "trace.cosim"
+    file = _trace_file(file)
     try:
         s = summarize(file)
     except TraceError as exc:
-        _fail(str(exc))
+        _fail(escape(str(exc)))
     except OSError as exc:
-        _fail(f"cannot read {file}: {exc.strerror or exc}")
+        _fail(f"cannot read {escape(str(file))}: {exc.strerror or exc}")
     h = s["header"]
     cfg = h.get("config", {})
-    console.print(f"[bold]{file}[/]: trace v{h.get('version')}, protocol {_version(h.get('protocol'))}, "
-                  f"cosim {h.get('cosim')}, created {h.get('created')}, seed {h.get('seed')}")
+    console.print(f"[bold]{escape(str(file))}[/]: trace v{h.get('version')}, protocol "
+                  f"{_version(h.get('protocol'))}, cosim {h.get('cosim')}, created {h.get('created')}, "
+                  f"seed {h.get('seed')}")
     if acc := h.get("accelerator"):
         console.print(f"accelerator: {acc.get('backend')} backend, kernel spec {_version(acc.get('spec'))}, "
                       f"protocol {_version(acc.get('protocol'))}")
-    console.print("config: " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
+    if "libraries" in h:  # trace v2 on: the machine and the versions that decide the bits
+        console.print(escape(f"machine: {h.get('cpu') or 'CPU unknown'}; " + ", ".join(
+            f"{name} {version}" for name, version in h["libraries"].items())))
+    console.print(escape("config: " + ", ".join(f"{k}={v}" for k, v in cfg.items())))
     t = Table("direction", "type", "messages", "bytes", title="messages")
     for (direction, typ), n in sorted(s["messages"].items()):
-        t.add_row(direction, typ, str(n), f"{s['bytes'][(direction, typ)]:,}")
+        t.add_row(direction, escape(typ), str(n), f"{s['bytes'][(direction, typ)]:,}")
     console.print(t)
     if s["ops"]:
         t = Table("operation", "count", title="accelerator operations (all epochs)")
         for op, n in sorted(s["ops"].items()):
-            t.add_row(op, f"{n:,}")
+            t.add_row(escape(op), f"{n:,}")
         console.print(t)
+    if s["work"]:  # the accelerator's own measure, summed over its epoch reports
+        console.print(escape("accelerator work (all epochs): " + ", ".join(
+            f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:.6g}" for k, v in s["work"].items())))
     for alg, es in by_algorithm(s["epochs"]).items():
         last = es[-1]
-        console.print(f"{alg}: {len(es)} epochs recorded, final gap {_fmt(last.get('gap'))}, "
+        console.print(f"{escape(alg)}: {len(es)} epochs recorded, final gap {_fmt(last.get('gap'))}, "
                       f"bits {last.get('bits')}")
         if epochs:
             for e in es:
                 _print_epoch(e)
     console.print(f"span {s['seconds']:.2f} s" + ("; [yellow]truncated[/]: the run stopped mid-record"
                                                   if s["truncated"] else ""))
+
+
+@trace_app.command("export")
+def trace_export(
+    file: Annotated[Path, typer.Argument(help="A trace.cosim file, or a results directory holding one.")],
+    fmt: Annotated[str, Opt("--format", "-f", help="parquet or csv.")] = "parquet",
+    out: Annotated[Optional[Path], Opt(help="Directory to write the tables into (created if missing; "
+                                            "same-named files are replaced). Default: the trace's directory.")] = None,
+) -> None:
+    """Write a trace's messages, epochs and operation counts as tables (parquet or csv).
+
+    One row per record, in trace-messages, trace-epochs and trace-ops (.parquet
+    or .csv) in --out:
+
+    messages: index, offset, t, stamped_by, dir, type, seq, bytes
+    epochs:   index, offset and each scalar field of the epoch record (gap ...)
+    ops:      index, algorithm, epoch, op, count (per epoch record and operation)
+
+    index: the record's place in the trace (0 = the header); offset: its byte
+    offset; t: seconds on the monotonic clock of the side named by stamped_by;
+    bytes: the message's size on the wire.
+
+    A damaged trace is one error line naming the damaged record (exit code 2)
+    and nothing is written; a torn last record (a crashed run) is exported up
+    to the tear.
+    """
+    from rich.markup import escape
+
+    from cosim.trace import EXPORT_FORMATS, TraceError, TraceTables
+
+    if fmt not in EXPORT_FORMATS:
+        _fail(f"unknown format {fmt!r}; choose {' or '.join(EXPORT_FORMATS)}")
+    file = _trace_file(file)
+    out = file.parent if out is None else out
+    try:
+        tables = TraceTables.read(file)
+    except TraceError as exc:
+        _fail(escape(str(exc)))
+    except OSError as exc:
+        _fail(f"cannot read {escape(str(file))}: {exc.strerror or exc}")
+    try:
+        paths = tables.write(out, fmt)
+    except OSError as exc:
+        _fail(f"cannot write the tables into {escape(str(out))}: {exc.strerror or exc}; choose "
+              "another directory with --out")
+    console.print(f"{tables.messages.num_rows} messages, {tables.epochs.num_rows} epochs, "
+                  f"{tables.ops.num_rows} op counts → " + ", ".join(escape(str(p)) for p in paths))
+    if tables.truncated:
+        console.print("[yellow]truncated[/]: the run stopped mid-record; exported up to the tear")
+
+
+@app.command()
+def energy(
+    traces: Annotated[list[Path], typer.Argument(help="trace.cosim files, or results directories holding one.")],
+    model: Annotated[Optional[Path], Opt(help="TOML file overriding any value of the energy model (docs/energy.md); the report lists what it overrode.")] = None,
+    link: Annotated[str, Opt(help="Host–accelerator link: pcie3x8 (default), eth10g, or one the model file defines.")] = "pcie3x8",
+    target_gap: Annotated[float, Opt(help="Relative loss gap at which each algorithm's energy is compared.")] = TARGET_GAP,
+    json_path: Annotated[Optional[Path], Opt("--json", help="Also write the whole report (model, items, every epoch) as JSON.")] = None,
+    png: Annotated[Optional[Path], Opt(help="Also draw stacked bars per run and algorithm, and energy against relative gap.")] = None,
+) -> None:
+    """Energy of recorded runs: accelerator arithmetic and memories, host float64 work, link.
+
+    Prices the operations, memory traffic and message bytes a trace records
+    with published figures (Horowitz, ISSCC 2014, 45 nm; links: docs/energy.md)
+    and reports per algorithm the energy to reach --target-gap and its ratio
+    to the cheapest.
+    """
+    from rich.markup import escape
+
+    from cosim.energy import EnergyError, account, load_model, plot, print_reports, run_name, write_json
+    from cosim.trace import TraceError, TraceReader
+
+    if not 0 < target_gap < float("inf"):
+        _fail(f"--target-gap must be a finite number > 0; got {target_gap}")
+    files = [t / "trace.cosim" if t.is_dir() else t for t in traces]
+    for given, f in zip(traces, files):
+        if not f.is_file():
+            _fail(f"{escape(str(given))} is not a trace file; give a trace.cosim or a results directory holding one")
+    try:
+        energy_model = load_model(model)
+        reports = [account(TraceReader(f), energy_model, link, name=run_name(f)) for f in files]
+    except (EnergyError, TraceError) as exc:
+        _fail(escape(str(exc)))
+    except OSError as exc:
+        _fail(f"cannot read {escape(str(exc.filename))}: {exc.strerror or exc}")
+    print_reports(reports, energy_model, target_gap, console)
+    try:
+        if json_path is not None:
+            write_json(json_path, reports, energy_model, target_gap)
+            console.print(f"wrote {escape(str(json_path))}")
+        if png is not None:
+            plot(png, reports, target_gap)
+            console.print(f"wrote {escape(str(png))}")
+    except OSError as exc:
+        _fail(f"cannot write {escape(str(exc.filename))}: {exc.strerror or exc}")
 
 
 def main() -> None:

@@ -16,12 +16,18 @@ Example::
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
 
 MODELS = ("linear", "logistic", "softmax")
+
+
+def fp64_ops(**counts: int) -> Counter:
+    """Host operation counts keyed like the accelerator's: ``fp64_ops(add=3)`` → {"add fp64": 3}."""
+    return Counter({f"{op} fp64": n for op, n in counts.items() if n})
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,6 +133,61 @@ class Objective:
             m = (self.x[:, :, None] * p[:, None, :]).reshape(n, d * c)
             h = h.reshape(d * c, d * c) - m.T @ m / n
         return h + self.l2 * np.eye(d * c)
+
+    # -- float64 operation counts ------------------------------------------------------
+    # What the methods above perform, counted from the shapes, for the energy accounting
+    # (cosim energy; docs/energy.md). A matrix product counts every multiply and add; negation
+    # and |·| only flip a sign bit and are not counted.
+
+    def scores_ops(self, rows: int) -> Counter:
+        """x·w for ``rows`` rows."""
+        d, c = self.n_features, self.n_outputs
+        return fp64_ops(mul=rows * d * c, add=rows * (d - 1) * c)
+
+    def predictions_ops(self, rows: int) -> Counter:
+        """predictions() of ``rows`` score rows: scipy's expit is 1/(1 + e^−a); its softmax is
+        the row max, a − max, e^(·), the row sum and a division."""
+        c = self.n_outputs
+        if self.model == "linear":
+            return Counter()
+        if self.model == "logistic":
+            return fp64_ops(exp=rows, add=rows, div=rows)
+        return fp64_ops(cmp=rows * (c - 1), add=rows * c + rows * (c - 1), exp=rows * c, div=rows * c)
+
+    def gradient_ops(self, rows: int) -> Counter:
+        """grad() (rows = n) or batch_grad() of ``rows`` samples: scores, predictions, − targets,
+        x_Bᵀ·residual, / rows, + λw."""
+        d, c = self.n_features, self.n_outputs
+        return (self.scores_ops(rows) + self.predictions_ops(rows)
+                + fp64_ops(add=rows * c + d * c * (rows - 1) + d * c, mul=d * c * rows + d * c, div=d * c))
+
+    def anchor_terms_ops(self) -> Counter:
+        """anchor_terms(): nothing for least squares, else predictions of all n scores."""
+        if self.model == "linear":
+            return Counter()
+        return self.scores_ops(self.n_samples) + self.predictions_ops(self.n_samples)
+
+    def loss_ops(self) -> Counter:
+        """loss(): the per-sample terms, their mean and (λ/2)‖w‖².
+
+        Logistic: numpy's logaddexp(0, a) tests a = 0, forms t = 0 − a, tests t > 0 and then
+        t ≤ 0, then e^(·), log1p and an add: counted on that longest path, taken for a > 0, so
+        the count is an upper bound (a < 0 skips one test; a = 0 exactly, e.g. at w = 0, returns
+        after the first test and one add). Softmax: scipy's log_softmax is the row max, a − max,
+        e^(·), the row sum, its log and a subtraction (its finite check of the row max is not
+        arithmetic); the product with the one-hot targets is dense.
+        """
+        n, c, size = self.n_samples, self.n_outputs, self.n_features * self.n_outputs
+        ops = self.scores_ops(n)
+        if self.model == "linear":
+            ops += fp64_ops(add=n * c, mul=2 * n * c)                       # 0.5·(a − y)²
+        elif self.model == "logistic":
+            ops += fp64_ops(cmp=3 * n, add=2 * n + n, exp=n, log=n, mul=n)  # logaddexp − y·a
+        else:
+            ops += fp64_ops(cmp=n * (c - 1), add=n * c + n * (c - 1) + n * c, exp=n * c, log=n,
+                            mul=n * c)                                       # −log_softmax·Y
+        # Σ of n·c terms, / n; w·w, its Σ, 0.5·λ, times it, plus the mean.
+        return ops + fp64_ops(add=(n * c - 1) + (size - 1) + 1, div=1, mul=size + 2)
 
     def smoothness(self) -> float:
         """An upper bound L on every f_i's smoothness: the step-size rule α = 0.5/L uses it.

@@ -14,6 +14,7 @@ Default hyperparameters follow documented rules (``docs/host.md``), never per-da
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -22,7 +23,7 @@ import numpy as np
 from host.algorithms import ACCELERATOR_ALGORITHMS, ALGORITHMS, HOST_ALGORITHMS
 from host.client import AcceleratorClient
 from host.datasets import BUILTIN_TASKS, Dataset, check_pairing, load_dataset
-from host.models import MODELS, Objective
+from host.models import MODELS, Objective, fp64_ops
 from host.optimizers import epoch_order, sgd_epoch, svrg_epoch
 from host.reference import Reference, reference_optimum, relative_gap
 from host.scheduler import MU_RULES, POLICIES, Policy, halp_mu, make_policy
@@ -135,6 +136,7 @@ class EpochRecord:
     ops: dict = field(default_factory=dict)
     saturations: int = 0
     scale: float | None = None  # the accelerator's offset scale during the epoch
+    host_ops: dict = field(default_factory=dict)  # the host's float64 operations for this epoch
 
 
 @dataclass
@@ -260,14 +262,46 @@ def _record(algo: str, epoch: int, obj: Objective, ref: Reference, w: np.ndarray
                        time.perf_counter() - started, **extra)
 
 
+# ---- the host's float64 operations per epoch (priced by `cosim energy`, docs/energy.md) ----
+# Array work only: the scalar bookkeeping between epochs (relative gap, μ, scale, the
+# policy's ratio test; under ten scalar operations an epoch) is not counted.
+
+def _norm_ops(size: int) -> Counter:
+    """np.linalg.norm of ``size`` elements: Σ x², then √."""
+    return fp64_ops(mul=size, add=size - 1, sqrt=1)
+
+
+def _record_ops(obj: Objective) -> Counter:
+    """What _record computes: the loss and ‖∇f‖."""
+    return obj.loss_ops() + _norm_ops(obj.n_features * obj.n_outputs)
+
+
+def _host_epoch_ops(algo: str, obj: Objective, steps: int, batch: int) -> Counter:
+    """One sgd_epoch or svrg_epoch of host/optimizers.py, expression by expression."""
+    dc, c = obj.n_features * obj.n_outputs, obj.n_outputs
+    if algo == "sgd":
+        per_step = obj.gradient_ops(batch) + fp64_ops(mul=dc, add=dc)         # w −= α·g_B
+        once = Counter()
+    else:
+        # x_Bᵀ(p(w) − p̃_B) / B; w −= α(diff + λ(w − w̃) + g̃)
+        per_step = obj.scores_ops(batch) + obj.predictions_ops(batch) + fp64_ops(
+            add=batch * c + dc * (batch - 1) + dc + 2 * dc + dc, mul=dc * batch + dc + dc, div=dc)
+        # g̃ = ∇f(w̃) and the anchor's predictions, once
+        n = obj.n_samples
+        once = obj.gradient_ops(n) + obj.scores_ops(n) + obj.predictions_ops(n)
+    return once + Counter({k: v * steps for k, v in per_step.items()})
+
+
 def _run_host(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
               emit: Callable[[EpochRecord], None], acc: None) -> np.ndarray:
     """Full-precision SGD or SVRG in float64 with the shared step size, T and sample order."""
     started = time.perf_counter()
     w = obj.zeros()
     grad = obj.grad(w)
-    emit(_record(algo, 0, obj, ref, w, grad, "fp64", 64, started))
+    check = obj.gradient_ops(obj.n_samples) + _record_ops(obj)     # ∇f(w) and the record
+    emit(_record(algo, 0, obj, ref, w, grad, "fp64", 64, started, host_ops=dict(check)))
     count = rc["inner_steps"] * rc["batch_size"]
+    epoch_ops = _host_epoch_ops(algo, obj, rc["inner_steps"], rc["batch_size"]) + check
     for epoch in range(1, rc["epochs"] + 1):
         if not np.any(grad):
             break   # exactly at the optimum: nothing left to do
@@ -275,7 +309,7 @@ def _run_host(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
         step = sgd_epoch if algo == "sgd" else svrg_epoch
         w = step(obj, w, order, rc["step_size"], rc["batch_size"])
         grad = obj.grad(w)
-        emit(_record(algo, epoch, obj, ref, w, grad, "fp64", 64, started))
+        emit(_record(algo, epoch, obj, ref, w, grad, "fp64", 64, started, host_ops=dict(epoch_ops)))
     return w
 
 
@@ -298,8 +332,14 @@ def _run_accel(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
     w = obj.zeros()
     grad = obj.grad(w)
     norms = [float(np.linalg.norm(grad))]
+    dc = obj.n_features * obj.n_outputs
+    # ∇f(w), its norm for the policy, the record; each epoch also the anchor terms (svrg),
+    # s·q (in fetch) and w̃ + z (HALP).
+    check = obj.gradient_ops(obj.n_samples) + _norm_ops(dc) + _record_ops(obj)
+    epoch_ops = (check + (obj.anchor_terms_ops() if algo != "lpsgd" else Counter())
+                 + fp64_ops(mul=dc, add=dc if algo == "halp" else 0))
     emit(_record(algo, 0, obj, ref, w, grad, repr(fmt), fmt.bits, started,
-                 scale=None if algo == "halp" else rc["lp_scale"]))
+                 scale=None if algo == "halp" else rc["lp_scale"], host_ops=dict(check)))
     count = rc["inner_steps"] * rc["batch_size"]
     saturated_epochs = 0
     for epoch in range(1, rc["epochs"] + 1):
@@ -324,5 +364,6 @@ def _run_accel(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
         grad = obj.grad(w)
         norms.append(float(np.linalg.norm(grad)))
         emit(_record(algo, epoch, obj, ref, w, grad, repr(fmt), fmt.bits, started,
-                     ops=dict(report.ops), saturations=int(report.saturations), scale=float(state.scale)))
+                     ops=dict(report.ops), saturations=int(report.saturations), scale=float(state.scale),
+                     host_ops=dict(epoch_ops)))
     return w

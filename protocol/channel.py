@@ -83,7 +83,10 @@ class AcceleratorTimeout(AcceleratorGone, TimeoutError):
 @dataclass(frozen=True)
 class TapEvent:
     """One message seen by a tap: ``direction`` is ``"h2a"`` (request) or ``"a2h"`` (reply or
-    progress)."""
+    progress); ``t`` is ``time.monotonic()`` of the tapping process when it saw the message (the
+    client: a request once sent, a reply once checked; the server: a request on arrival, a
+    reply just before it leaves): differences of times stamped on one machine mean something,
+    nothing else does."""
 
     t: float
     direction: str
@@ -185,7 +188,7 @@ class Client:
         _send(self._sock, [pack_header(header)], frames, copy_tensors=False)
         self._seq = seq
         if self._tap:
-            self._tap(TapEvent(time.time(), "h2a", header, frames))
+            self._tap(TapEvent(time.monotonic(), "h2a", header, frames))
         since, progressed = time.monotonic(), False
         while True:
             # Blocking receives in short slices rather than polling data and monitor sockets:
@@ -200,7 +203,7 @@ class Client:
                 raise ProtocolError("bad_sequence", f"{reply.TYPE} carries seq {env.seq} of session "
                                     f"{env.session!r}; the request was seq {seq} of {self.session!r}")
             if self._tap:
-                self._tap(TapEvent(time.time(), "a2h", env.header, reply_frames[1:]))
+                self._tap(TapEvent(time.monotonic(), "a2h", env.header, reply_frames[1:]))
             if not isinstance(reply, Progress):
                 break
             if on_progress:
@@ -331,7 +334,7 @@ class Server:
         try:
             env = read_envelope(frames, self.limits, self.version)
             if self._tap:
-                self._tap(TapEvent(time.time(), "h2a", env.header, frames[1:]))
+                self._tap(TapEvent(time.monotonic(), "h2a", env.header, frames[1:]))
             self._check_sequence(ident, env)
             request = decode_message(env, frames, self.limits, REQUESTS, self.version)
             if isinstance(request, Hello):
@@ -408,7 +411,7 @@ class Server:
         # The tap sees the message before it leaves, so whoever holds it can rely on the
         # record of it already existing (traces are the truth, even across a crash).
         if self._tap:
-            self._tap(TapEvent(time.time(), "a2h", header, frames))
+            self._tap(TapEvent(time.monotonic(), "a2h", header, frames))
         _send(self._sock, [ident, packed], frames, copy_tensors=True)
 
     def close(self) -> None:

@@ -1,0 +1,238 @@
+"""`cosim energy`: hand-built traces priced exactly by the documented rules, model files that
+override one value (and only its term) or name the key they get wrong, and the command on a
+real run's trace."""
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from cosim.energy import (EnergyError, access_price, account, load_model, memory_sizes, parse_op,
+                          price_op, target_rows)
+from cosim.trace import TraceReader, TraceWriter
+from host.models import Objective
+from protocol.codec import pack_header
+
+COSIM = [sys.executable, "-m", "cosim"]
+CONFIG = {"dataset": "synthetic", "model": "softmax", "n_samples": 100, "n_features": 4, "n_outputs": 2,
+          "data_format": "fixed<2,6>", "offset_format": "fixed<1,7>", "acc_format": "fp32"}
+
+# The documented rules, written out: Horowitz's points and the lines through them.
+FP64_ADD = 0.4 + (0.9 - 0.4) * (64 - 16) / (32 - 16)                 # float adder, 64 bits
+FP64_MUL = 1.1 + (3.7 - 1.1) * (53 * 53 - 11 * 11) / (24 * 24 - 11 * 11)  # significands 53 × 53
+SRAM_8K_PER_BYTE = 10 / 8                                            # every memory here ≤ 8 KB
+
+
+@dataclass
+class Event:
+    t: float
+    direction: str
+    header: dict
+    frames: list
+
+
+def _epoch(algorithm, epoch, gap, **extra):
+    return {"algorithm": algorithm, "epoch": epoch, "loss": 1.0, "gap": gap, "grad_norm": 0.1,
+            "bits": 8, "offset_format": "fixed<1,7>", "seconds": 0.1, "ops": {}, "saturations": 0,
+            "scale": None, **extra}
+
+
+def _hand_built(path):
+    """HALP for one epoch through a few messages, then a host algorithm; returns the messages
+    (direction, header, frames) so the test can size them itself."""
+    sent = []
+    with TraceWriter(path, config=CONFIG, seed=0) as w:
+        def msg(direction, mtype, body, frames=(), tensors=()):
+            header = {"v": [1, 2], "type": mtype, "seq": len(sent) + 1, "session": "s", "body": body,
+                      "tensors": list(tensors)}
+            w.message(Event(float(len(sent)), direction, header, list(frames)))
+            sent.append((direction, header, list(frames)))
+
+        w.mark("algorithm", name="halp")
+        msg("h2a", "configure", {"problem": "softmax", "n_samples": 100, "n_features": 4, "n_outputs": 2,
+                                 "data_format": "fixed<2,6>", "offset_format": "fixed<1,7>",
+                                 "acc_format": "fp32"})
+        w.epoch(_epoch("halp", 0, 1.0, host_ops={"add fp64": 100}))
+        msg("h2a", "recentre", {"scale": 0.5}, [b"\x00" * 64, b"\x00" * 1600],
+            [{"name": "full_grad", "dtype": "<f8", "shape": [4, 2], "frame": 1},
+             {"name": "anchor", "dtype": "<f8", "shape": [100, 2], "frame": 2}])
+        msg("a2h", "ack", {"of": "recentre", "info": {"ops": {"round fp32 nearest_even": 209}}})
+        msg("a2h", "epoch_report", {"epoch": 1, "steps": 10, "ops": {"mul fp32": 500},
+                                    "memory": {"data read": 1000, "offset read": 600}})
+        w.epoch(_epoch("halp", 1, 1e-3, host_ops={"add fp64": 100, "mul fp64": 10},
+                       ops={"add fixed<4,4>": 1000, "mul fp32": 500, "mul fixed<2,6>*fixed<1,7>": 100,
+                            "rng bits": 3200}))
+        w.mark("algorithm", name="svrg")
+        w.epoch(_epoch("svrg", 0, 1.0, host_ops={"mul fp64": 1000}))
+        w.epoch(_epoch("svrg", 1, 1e-3, host_ops={"mul fp64": 1000}))
+    return sent
+
+
+def test_a_hand_built_trace_costs_what_the_rules_say_exactly(tmp_path):
+    path = tmp_path / "trace.cosim"
+    sent = _hand_built(path)
+    report = account(TraceReader(path), load_model(None), "pcie3x8", name="hand")
+    compute = [1000 * 0.03, 500 * 3.7, 100 * 0.2, 3200 * (3 * 0.1 / 32),
+               209 * 0.9]                                        # the recentre's conversions
+    host = [200 * FP64_ADD, 2010 * FP64_MUL]
+    # the epoch report's figures, then the recentre's writes: q and q_a (2·8 fixed<1,7>),
+    # g̃ (8 fp32), P (100·2 fp32)
+    memory = [1000 * SRAM_8K_PER_BYTE, 600 * SRAM_8K_PER_BYTE, 16 * SRAM_8K_PER_BYTE,
+              32 * SRAM_8K_PER_BYTE, 800 * SRAM_8K_PER_BYTE]
+    wire = {d: sum(len(pack_header(h)) + sum(map(len, f)) for dd, h, f in sent if dd == d)
+            for d in ("h2a", "a2h")}
+    link = [8 * wire["h2a"] * 5.6, 8 * wire["a2h"] * 5.6]
+    assert report.total_pj("compute") == math.fsum(compute)
+    assert report.total_pj("memory") == math.fsum(memory)
+    assert report.total_pj("host") == math.fsum(host)
+    assert report.total_pj("link") == math.fsum(link)
+    assert report.total_pj() == math.fsum(compute + memory + host + link)
+    assert report.notes == [] and not report.truncated
+    # per algorithm, and the energy to a gap of 1e-2: epoch 1 of each, ratio to the cheapest
+    algs = report.by_algorithm()
+    assert list(algs) == ["halp", "svrg"]
+    assert algs["svrg"] == {"compute": 0.0, "memory": 0.0, "host": 2000 * FP64_MUL, "link": 0.0}
+    target = report.to_target(1e-2)
+    assert (target["halp"].epoch, target["svrg"].epoch) == (1, 1)
+    assert target["halp"].pj == pytest.approx(report.total_pj() - 2000 * FP64_MUL, rel=1e-12)
+    assert report.to_target(1e-4) == {"halp": None, "svrg": None}
+    rows = {r["algorithm"]: r for r in target_rows([report], 1e-2)}
+    cheap, dear = sorted(rows, key=lambda a: rows[a]["pj"])
+    assert rows[cheap]["ratio"] == 1.0
+    assert rows[dear]["ratio"] == pytest.approx(rows[dear]["pj"] / rows[cheap]["pj"])
+    # another link prices the same bits
+    eth = account(TraceReader(path), load_model(None), "eth10g")
+    assert eth.total_pj("link") == math.fsum([8 * wire["h2a"] * 400.0, 8 * wire["a2h"] * 400.0])
+    assert eth.total_pj("compute") == report.total_pj("compute")
+
+
+@pytest.mark.parametrize("toml, changed", [
+    ('[link]\npcie3x8 = 11.2\n', {("link", "h2a"), ("link", "a2h")}),
+    ('[ops]\n"mul fp32" = {value = 2.5, source = "a synthesis run", node = "7 nm"}\n',
+     {("compute", "mul fp32")}),
+    ('[memory]\nsram_8k = 12.5\n', {("memory", k) for k in ("data read", "offset read", "offset write",
+                                                            "gradient write", "anchor write")}),
+    ('[compute]\nint_mul_8 = 0.25\n', {("compute", "mul fixed<2,6>*fixed<1,7>")}),
+])
+def test_overriding_one_value_changes_exactly_its_terms(tmp_path, toml, changed):
+    path = tmp_path / "trace.cosim"
+    _hand_built(path)
+    (tmp_path / "m.toml").write_text(toml)
+    model = load_model(tmp_path / "m.toml")
+    base = {(i.category, i.key): i.pj for i in account(TraceReader(path), load_model(None), "pcie3x8").items}
+    report = account(TraceReader(path), model, "pcie3x8")
+    now = {(i.category, i.key): i.pj for i in report.items}
+    assert now.keys() == base.keys()
+    assert {k for k in now if now[k] != base[k]} == changed
+    (name,) = model.overridden
+    assert [o["name"] for o in report.overridden] == [name]
+    assert report.overridden[0]["default"] != report.overridden[0]["value"]
+
+
+def test_a_new_link_and_the_sources_of_a_value_table(tmp_path):
+    (tmp_path / "m.toml").write_text('[link]\ncxl = {value = 3.0, source = "my measurement", node = "5 nm"}\n')
+    model = load_model(tmp_path / "m.toml")
+    assert "cxl" in model.links() and model.value("link.cxl").source == "my measurement"
+    path = tmp_path / "trace.cosim"
+    _hand_built(path)
+    report = account(TraceReader(path), model, "cxl")
+    (h2a,) = [i for i in report.items if i.key == "h2a"]
+    assert (h2a.each_pj, h2a.source, h2a.node) == (3.0, "my measurement", "5 nm")
+
+
+@pytest.mark.parametrize("toml, named", [
+    ("[compute]\nint_add_9 = 1\n", "compute.int_add_9"),
+    ("[memroy]\ndram = 1\n", "memroy"),
+    ("[memory]\ndram = {value = 2600, sorce = 'x'}\n", "memory.dram.sorce"),
+    ('[ops]\n"mul fp33" = 1\n', "ops.mul fp33"),
+    ("[link]\npcie3x88 = 4\n", "link.pcie3x88"),
+    ("[link]\nnew = {value = 4}\n", "link.new"),
+    ("[compute]\nint_add_8 = -1\n", "compute.int_add_8"),
+])
+def test_a_bad_model_file_names_the_key(tmp_path, toml, named):
+    (tmp_path / "m.toml").write_text(toml)
+    with pytest.raises(EnergyError, match=named.replace(".", r"\.")):
+        load_model(tmp_path / "m.toml")
+
+
+def test_the_cli_refuses_a_bad_model_file_in_one_line(tmp_path):
+    path = tmp_path / "trace.cosim"
+    _hand_built(path)
+    (tmp_path / "m.toml").write_text("[compute]\nint_add_9 = 1\n")
+    r = subprocess.run([*COSIM, "energy", str(path), "--model", str(tmp_path / "m.toml")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "compute.int_add_9" in lines[0]
+    r = subprocess.run([*COSIM, "energy", str(path), "--link", "carrier-pigeon"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "carrier-pigeon" in r.stderr and "pcie3x8" in r.stderr
+
+
+def test_operation_keys_and_rules():
+    model = load_model(None)
+    assert parse_op("round fixed<1,7> stochastic")[0] == "round"
+    assert price_op("add fixed<30,40>", model).pj > price_op("add fixed<16,16>", model).pj  # 70-bit register
+    assert price_op("div fp32", model).pj == 5 * 3.7
+    assert price_op("mul mxfp8", model).pj == price_op("mul e4m3fn", model).pj            # per element
+    assert price_op("ldexp fp32", model).pj == 0.03                                       # 8-bit exponent
+    for bad in ("mul fp32 nearest_even", "round fp32", "pow fp32", "add fp33", "add fp32*fp32"):
+        with pytest.raises(ValueError):
+            parse_op(bad)
+    with pytest.raises(EnergyError, match=r"\[ops\]"):
+        price_op("add float<1,1,finite>", model)          # 3 bits: below the float adder's range
+    with pytest.raises(EnergyError, match=r"\[ops\]"):
+        price_op("exp fixed<2,6>", model)
+
+
+def test_memory_sizes_and_access_energy():
+    assert memory_sizes(CONFIG) == {"data": 800, "offset": 16, "gradient": 32, "anchor": 800}
+    model = load_model(None)
+    assert access_price(8 << 10, model).pj == 10 and access_price(100, model).pj == 10
+    assert access_price(32 << 10, model).pj == 20 and access_price(1 << 20, model).pj == 100
+    assert access_price(16 << 10, model).pj == pytest.approx(10 * 2 ** 0.5)   # log-log: √ between 8 and 32 KB
+    assert access_price((1 << 20) + 1, model).pj == 1300                      # DRAM beyond 1 MB
+    with pytest.raises(EnergyError, match="n_outputs"):
+        memory_sizes({"n_samples": 3})
+
+
+def test_host_operation_counts_by_hand():
+    x = np.arange(6, dtype=float).reshape(3, 2)
+    obj = Objective("softmax", x, np.array([0, 1, 1]), 0.1, n_outputs=2)
+    # scores 3·2·2 mul, 3·1·2 add; softmax rows: 1 cmp, 2 + 1 add, 2 exp, 2 div each;
+    # − targets 6 add; xᵀr 2·2·3 mul, 2·2·2 add; / n 4 div; λw 4 mul; + 4 add
+    assert obj.gradient_ops(3) == {"mul fp64": 12 + 12 + 4, "add fp64": 6 + 9 + 6 + 8 + 4,
+                                   "cmp fp64": 3, "exp fp64": 6, "div fp64": 6 + 4}
+    # loss: scores; log_softmax rows: 1 cmp, 2 + 1 + 2 add, 2 exp, 1 log; · Y 6 mul;
+    # Σ 5 add, / n; w·w 4 mul, Σ 3 add, 0.5·λ·Σ 2 mul, + 1 add
+    assert obj.loss_ops() == {"mul fp64": 12 + 6 + 4 + 2, "add fp64": 6 + 15 + 5 + 3 + 1,
+                              "cmp fp64": 3, "exp fp64": 6, "log fp64": 3, "div fp64": 1}
+    assert Objective("linear", x, np.zeros(3), 0.1).anchor_terms_ops() == {}
+
+
+@pytest.mark.slow
+def test_the_command_on_a_real_run(tmp_path):
+    r = subprocess.run([*COSIM, "run", "--epochs", "2", "--inner-steps", "100", "--algorithm", "halp,lpsgd",
+                        "--out", str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr + r.stdout
+    (run,) = (tmp_path / "runs").iterdir()
+    out = [str(tmp_path / "e.json"), str(tmp_path / "e.png")]
+    r = subprocess.run([*COSIM, "energy", str(run), "--target-gap", "1", "--json", out[0], "--png", out[1]],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr + r.stdout
+    for fragment in ("energy by category", "accelerator compute", "accelerator memory", "host fp64",
+                     "what was priced", "Horowitz, ISSCC 2014 (45 nm, 0.9 V)", "energy to reach a relative gap",
+                     "× cheapest", "mul fixed<2,6>*fixed<2,7>"):
+        assert fragment in r.stdout, fragment
+    doc = json.loads((tmp_path / "e.json").read_text())
+    (report,) = doc["runs"]
+    assert list(report["algorithms"]) == ["halp", "lpsgd"] and report["notes"] == []
+    assert all(report["categories"][c] > 0 for c in ("compute", "memory", "host", "link"))
+    assert report["total_pj"] == pytest.approx(math.fsum(report["categories"].values()))
+    targets = {t["algorithm"]: t for t in doc["to_target"]}
+    assert targets.keys() == {"halp", "lpsgd"} and all(t["epoch"] is not None for t in targets.values())
+    assert min(t["ratio"] for t in targets.values()) == 1.0
+    assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
