@@ -17,19 +17,25 @@ kernel) epochs on them. Every rounded operation goes through the accumulator ALU
     ...             order=np.array([0, 1], dtype=np.uint32)).steps
     2
 
-``EmulatedBackend(counting=True)`` runs the same kernels on a counting ALU and reports the
-operations it really performed instead of the analytic counts (slower; the tests compare the
-two). The daemon checks states, shapes and capabilities before calling in here; this module
+Epochs run in the compiled kernels of :mod:`accel.backends.compiled` (numba: the same
+operations in the same order, so the same bits, at compiled speed) wherever they cover the
+configuration, and in the numpy kernels below otherwise; ``svrg_step``, ``sgd_step`` and
+``offset_update`` stay the readable reference the compiled kernels are tested against.
+``EmulatedBackend(counting=True)`` always runs the numpy kernels, on a counting ALU, and
+reports the operations it really performed instead of the analytic counts (slower; the tests
+compare the two). The daemon checks states, shapes and capabilities before calling in here; this module
 refuses only what depends on the values (a scale that rounds to 0 or ∞, a diverged epoch).
 """
 from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
+from accel.backends import compiled
+from accel.backends.compiled import StepConstants
 from accel.numerics import LaneRNG, quantize
 from accel.spec import (Backend, EpochResult, KernelConfig, KernelError, LoadResult, OffsetState,
                         PromoteResult, RecentreResult, nonlinear)
@@ -38,17 +44,6 @@ from accel.spec.arith import AccArith, CountingArith, rounded_scale
 from accel.spec.counts import (WORD_BITS, ExactKeys, KernelFormats, epoch_memory, epoch_ops, exact_keys,
                                load_ops, promote_ops, recentre_ops, update_format)
 from protocol.formats import FixedFormat, FloatFormat
-
-
-@dataclass(frozen=True)
-class StepConstants:
-    """Per-epoch constants of the kernels, each already in the accumulator format."""
-
-    s: float          # scale
-    inv_s: float      # R(1/s)
-    alpha: float      # R(α)
-    lam: float        # R(λ)
-    inv_b: float      # R(1/B)
 
 
 def _exact_dot(A: AccArith, keys: ExactKeys, xb: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -121,6 +116,15 @@ def offset_update(q: np.ndarray, t: np.ndarray, fmt: FixedFormat, rounding: str,
         v = np.where(tie, quantize(q - tc, wide), v)
     outside = (v < fmt.min_value) | (v > fmt.max_value)      # v is on the grid: only the clamp is left
     return np.clip(v, fmt.min_value, fmt.max_value), int(np.count_nonzero(outside))
+
+
+@lru_cache(maxsize=64)
+def _epoch_counts(algorithm: str, problem: str, fmts: KernelFormats, n_features: int, n_outputs: int,
+                  batch: int, steps: int) -> tuple[dict[str, int], dict[str, int]]:
+    """The analytic counts of an epoch, worked out once per shape: with the compiled kernels,
+    building them afresh took a few percent of a digits epoch. Callers get copies."""
+    shape = {"n_features": n_features, "n_outputs": n_outputs, "batch": batch, "steps": steps}
+    return epoch_ops(algorithm, problem, fmts, **shape), epoch_memory(algorithm, problem, fmts, **shape)
 
 
 class EmulatedBackend(Backend):
@@ -209,38 +213,52 @@ class EmulatedBackend(Backend):
                   order: np.ndarray) -> EpochResult:
         cfg, A, B, fmts = self.cfg, self.A, batch_size, self.fmts
         started = time.perf_counter()
-        keys = exact_keys(algorithm, fmts, cfg.n_features)
         with np.errstate(over="ignore", invalid="ignore"):   # a NaN update is caught below
             k = StepConstants(s=self.s, inv_s=float(A.div(1.0, self.s)), alpha=float(A.round(step_size)),
                               lam=float(A.round(cfg.l2)), inv_b=float(A.div(1.0, B)) if B > 1 else 1.0)
             rng = LaneRNG(cfg.seed, epoch, cfg.lanes) if cfg.rounding == "stochastic" else None
             order = np.asarray(order, dtype=np.int64)
-            q, saturations = self.q, 0
-            for t in range(steps):
-                batch = order[t * B:(t + 1) * B]
-                if algorithm == "svrg":
-                    pb = None if self.anchor is None else self.anchor[batch]
-                    t_step = svrg_step(A, keys, cfg.problem, self.xq[batch], pb, q, self.qa, self.g_tilde, k)
-                else:
-                    t_step = sgd_step(A, keys, cfg.problem, self.xq[batch], self.y[batch], q, k)
-                if np.isnan(t_step).any():
-                    self._ops({})   # the discarded epoch's counts go with it
-                    # State is untouched: q is stored only after the whole epoch.
-                    raise diverged(epoch, t, fmts.acc)
-                q, sat = offset_update(q, t_step, fmts.offset, cfg.rounding, rng, cfg.rbits or None)
-                A.tally(keys.update, q.size)
-                A.tally(keys.offset_round, q.size)
-                if rng is not None:
-                    A.tally("rng bits", (cfg.rbits or WORD_BITS) * q.size)
-                saturations += sat
+            if not self.counting and compiled.covers(fmts, algorithm, cfg.problem, self.anchor is not None):
+                q, saturations, failed = compiled.run_epoch(
+                    algorithm, cfg.problem, fmts, k, xq=self.xq, y=self.y, anchor=self.anchor, q=self.q,
+                    qa=self.qa, g_tilde=self.g_tilde, order=order, batch=B, steps=steps,
+                    rng_states=None if rng is None else rng.states)
+            else:
+                q, saturations, failed = self._reference_epoch(algorithm, k, rng, order, B, steps)
+        if failed >= 0:
+            self._ops({})   # the discarded epoch's counts go with it
+            # State is untouched: q is stored only after the whole epoch.
+            raise diverged(epoch, failed, fmts.acc)
         self.q = q
         self.counters["epochs"] += 1
         self.counters["steps"] += steps
         self.counters["saturations"] += saturations
-        shape = dict(n_features=cfg.n_features, n_outputs=cfg.n_outputs, batch=B, steps=steps)
-        return EpochResult(steps=steps, ops=self._ops(epoch_ops(algorithm, cfg.problem, fmts, **shape)),
-                           memory=epoch_memory(algorithm, cfg.problem, fmts, **shape), saturations=saturations,
+        ops, memory = _epoch_counts(algorithm, cfg.problem, fmts, cfg.n_features, cfg.n_outputs, B, steps)
+        return EpochResult(steps=steps, ops=self._ops(dict(ops)), memory=dict(memory), saturations=saturations,
                            work={"seconds": round(time.perf_counter() - started, 6)})
+
+    def _reference_epoch(self, algorithm: str, k: StepConstants, rng: LaneRNG | None, order: np.ndarray,
+                         B: int, steps: int) -> tuple[np.ndarray, int, int]:
+        """The numpy kernels, step by step: (q, saturations, −1), or (q, 0, step) at a NaN update."""
+        cfg, A, fmts = self.cfg, self.A, self.fmts
+        keys = exact_keys(algorithm, fmts, cfg.n_features)
+        q, saturations = self.q, 0
+        for t in range(steps):
+            batch = order[t * B:(t + 1) * B]
+            if algorithm == "svrg":
+                pb = None if self.anchor is None else self.anchor[batch]
+                t_step = svrg_step(A, keys, cfg.problem, self.xq[batch], pb, q, self.qa, self.g_tilde, k)
+            else:
+                t_step = sgd_step(A, keys, cfg.problem, self.xq[batch], self.y[batch], q, k)
+            if np.isnan(t_step).any():
+                return self.q, 0, t
+            q, sat = offset_update(q, t_step, fmts.offset, cfg.rounding, rng, cfg.rbits or None)
+            A.tally(keys.update, q.size)
+            A.tally(keys.offset_round, q.size)
+            if rng is not None:
+                A.tally("rng bits", (cfg.rbits or WORD_BITS) * q.size)
+            saturations += sat
+        return q, saturations, -1
 
     def fetch(self) -> OffsetState:
         return OffsetState(offset=self.q.copy(), scale=self.s, offset_format=self.fmts.offset,
