@@ -26,13 +26,13 @@ import argparse
 import io
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
 
 from cosim.energy import account, load_model
 from cosim.trace import TraceReader, TraceWriter
+from protocol.channel import TapEvent as Event
 
 N, F, C = 1797, 65, 10
 CONFIG = {"dataset": "digits", "model": "softmax", "n_samples": N, "n_features": F, "n_outputs": C,
@@ -48,13 +48,6 @@ HOST_OPS = {"mul fp64": 2340000, "add fp64": 2390000, "cmp fp64": 32346, "exp fp
             "div fp64": 18620, "log fp64": 1797, "sqrt fp64": 2}
 FRAME = b"\x00" * 64
 
-
-@dataclass
-class Event:
-    t: float
-    direction: str
-    header: dict
-    frames: list
 
 
 def write_trace(path: Path, records: int) -> int:

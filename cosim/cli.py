@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import tempfile
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -67,14 +66,11 @@ def _split_settable(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
 
 def load_config_file(path: Path) -> dict[str, Any]:
     """A TOML run config: keys are TrainConfig fields or run keys, '-' or '_' alike."""
+    from cosim.tomlfile import read_toml
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+        raw = read_toml(path, "config file")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     known = _settable()
     out = {}
     for key, value in raw.items():

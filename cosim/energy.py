@@ -26,13 +26,13 @@ import json
 import math
 import os
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from cosim.tomlfile import read_toml
 from protocol.codec import pack_header
 from protocol.formats import BlockFormat, FixedFormat, FormatError, parse_format
 from protocol.messages import ROUNDINGS
@@ -145,13 +145,9 @@ def load_model(path: str | os.PathLike | None) -> EnergyModel:
         return EnergyModel(values)
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise EnergyError(f"model file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EnergyError(f"cannot read model file {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise EnergyError(f"model file {path} is not valid TOML: {exc}") from None
+        raw = read_toml(path, "model file")
+    except ValueError as exc:
+        raise EnergyError(str(exc)) from None
     ops: dict[str, Value] = {}
     overridden: list[str] = []
     for section, table in raw.items():

@@ -5,7 +5,6 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from cosim.energy import (EnergyError, access_price, account, load_model, memory
 from cosim.trace import TraceReader, TraceWriter
 from host.models import Objective
 from protocol.codec import pack_header
+from protocol.channel import TapEvent as Event
 
 COSIM = [sys.executable, "-m", "cosim"]
 CONFIG = {"dataset": "synthetic", "model": "softmax", "n_samples": 100, "n_features": 4, "n_outputs": 2,
@@ -25,13 +25,6 @@ FP64_ADD = 0.4 + (0.9 - 0.4) * (64 - 16) / (32 - 16)                 # float add
 FP64_MUL = 1.1 + (3.7 - 1.1) * (53 * 53 - 11 * 11) / (24 * 24 - 11 * 11)  # significands 53 × 53
 SRAM_8K_PER_BYTE = 10 / 8                                            # every memory here ≤ 8 KB
 
-
-@dataclass
-class Event:
-    t: float
-    direction: str
-    header: dict
-    frames: list
 
 
 def _epoch(algorithm, epoch, gap, **extra):

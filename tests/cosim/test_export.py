@@ -2,7 +2,6 @@
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import dataclass
 
 import msgpack
 import pyarrow.csv
@@ -10,17 +9,11 @@ import pyarrow.parquet
 import pytest
 
 from cosim.trace import TraceError, TraceReader, TraceTables, TraceWriter, summarize
+from protocol.channel import TapEvent as Event
 
 COSIM = [sys.executable, "-m", "cosim"]
 OPS = {"mul fixed<2,6>*fixed<1,7>": 100, "add fp32": 380, "rng bits": 3200}
 
-
-@dataclass
-class Event:
-    t: float
-    direction: str
-    header: dict
-    frames: list
 
 
 def _header(mtype, seq, body, tensors=()):

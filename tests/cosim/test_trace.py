@@ -7,25 +7,18 @@ import sys
 import threading
 import time
 import zlib
-from dataclasses import dataclass
 
 import msgpack
 import pytest
 
 from cosim.trace import (MAGIC, TraceError, TraceReader, TraceWriter, library_versions, payloads,
                          summarize)
+from protocol.channel import TapEvent as Event
 from protocol.codec import encode
 from protocol.messages import PROTOCOL_VERSION, Hello
 
 COSIM = [sys.executable, "-m", "cosim"]
 
-
-@dataclass
-class Event:
-    t: float
-    direction: str
-    header: dict
-    frames: list
 
 
 def _epoch(algorithm="halp", epoch=1, **extra):
