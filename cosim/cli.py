@@ -181,7 +181,6 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
     from cosim.results import ResultsDir
     from cosim.trace import TraceWriter
     from host.train import ACCELERATOR_ALGORITHMS, train
-    from protocol.channel import AcceleratorGone
 
     resolved = run.pop("resolved")
     name = run["name"] or f"{Path(cfg.dataset).stem}-{cfg.model}"
@@ -233,8 +232,9 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
         if not _is_user_facing(exc):
             raise
         # The client often notices a dead peer before the watcher does; name the real cause.
-        gone = accel is not None and isinstance(exc, AcceleratorGone) and accel.exited(within=1.0)
-        err.print(f"[bold red]error:[/] {accel.death_notice() if gone else exc}")
+        # The client, or the daemon's bus, often notices a dead peer before the watcher does.
+        dead = next((p for p in (board, accel) if p is not None and p.exited(within=1.0)), None)
+        err.print(f"[bold red]error:[/] {dead.death_notice() if dead else exc}")
     finally:
         for proc in (accel, board):
             if proc is not None:

@@ -29,7 +29,7 @@ by :func:`_round_float`, exactly as ``accel.numerics.quantize`` does. Step 7 rou
 offset as ``accel.backends.emulated.offset_update`` does, and stochastic rounding draws each
 step's words with ``accel.numerics.rng.draw_rounds``, element k from lane k mod ``lanes``.
 
-Kernels are compiled on first use, once per accumulator kind (fp32, fp64, other: about 10–15 s
+Kernels are compiled on first use, once per accumulator kind (fp32, fp64, other: about 8–17 s
 each on a 2-core VM) and cached on disk (``cache=True``), so later processes load them in
 milliseconds. ``tests/accel/test_compiled.py`` holds them to the reference bit for bit.
 """
@@ -272,9 +272,9 @@ def _softmax_response(d, p, out, scratch, tok, kc, pieces, coeffs):
 
 @njit(cache=True, fastmath={"reassoc"})
 def _exact_dot(x: np.ndarray, v: np.ndarray) -> float:
-    """Step 2's x · v. Every partial sum in any order is exact (a multiple of the product
-    quantum below 2^53 of them, checked at configure), so the sum may be reassociated: the
-    one flag lets it vectorise without changing a bit."""
+    """Step 2's x · v. Every partial sum, in any order, is an integer multiple of the products'
+    quantum u below 2^53·u in magnitude (the exact-dot register checked at configure), so it is
+    exact in float64 and the sum may be reassociated: the one flag that lets it vectorise."""
     acc = 0.0
     for f in range(x.shape[0]):
         acc += x[f] * v[f]
@@ -285,10 +285,10 @@ def _exact_dot(x: np.ndarray, v: np.ndarray) -> float:
 def _update(tok, stochastic, src, mult, v, qa, gt, words, consts):
     """Steps 5 (its last product or R(G·R(1/B))), 6 and 7 in one pass over the weights.
 
-    Row c's G term is R(src[c]·mult[c]): src = x_i (one row) and mult = r_i when B = 1, src = G
-    and mult = R(1/B) otherwise. v (C × F) holds dq = q − q_a and is updated in place; q is
-    q_a + v, exact. sgd runs the same loop with q_a = 0 (v = q) and g̃ = 0: R(u + 0) differs from
-    u only in the sign of a zero, which Q(−t) does not see. ``words`` (C × F): this step's
+    Row c's G term is R(src[c]·mult[c]): src = x_i (one row, for every c) and mult = r_i when
+    B = 1, src = G and mult = R(1/B) otherwise. v (C × F) holds dq = q − q_a and is updated in
+    place; q is q_a + v, exact. sgd runs the same loop with q_a = 0 (v = q) and g̃ = 0: R(u + 0)
+    differs from u only in the sign of a zero, which Q(−t) does not see. ``words`` (C × F): this step's
     random words, transposed like the weights. ``stochastic`` is a constant at each call site
     (:func:`_update_in`), so each rounding compiles to its own loop without per-element
     branches. Returns (NaN seen, saturations); after a NaN the caller discards v.
