@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cosim.tomlfile import read_toml
-from protocol.codec import pack_header
+from cosim.trace import message_bytes
 from protocol.formats import BlockFormat, FixedFormat, FormatError, parse_format
 from protocol.messages import ROUNDINGS
 
@@ -571,10 +571,7 @@ class _Accountant:
 
     def message(self, r: Mapping[str, Any]) -> None:
         header, direction = r["header"], r["dir"]
-        size = r.get("bytes")     # trace v2 records the size on the wire; v1: the same, computed
-        if size is None:
-            size = len(pack_header(header)) + sum(map(len, r["frames"]))
-        self.pending_link[direction] = self.pending_link.get(direction, 0) + 8 * size
+        self.pending_link[direction] = self.pending_link.get(direction, 0) + 8 * message_bytes(r)
         mtype = header.get("type")
         if direction == "a2h":
             if mtype == "ack":

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cosim.trace import TraceReader
+from cosim.trace import TraceReader, wire_bytes
 from protocol.channel import AcceleratorError, Client, TapEvent
 from protocol.codec import Envelope, decode_message, pack_header
 from protocol.messages import REQUESTS
@@ -214,7 +214,7 @@ def replay(path: str | Path, address: str, *, timeout: float = 60.0, backend: st
                 report.divergence = Divergence(reply["index"], reply["header"].get("type", "?"), *diff)
                 return report
             report.replies += 1
-            report.bytes += len(pack_header(got.header)) + sum(len(bytes(f)) for f in got.frames)
+            report.bytes += wire_bytes(got.header, [bytes(f) for f in got.frames])
             if on_request is not None:
                 on_request(done, len(answered))
     finally:

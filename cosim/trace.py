@@ -32,7 +32,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, NamedTuple
+from typing import Any, BinaryIO, Iterable, Iterator, NamedTuple
 
 import msgpack
 
@@ -175,8 +175,7 @@ class TraceWriter:
         frames = [bytes(f) for f in event.frames]
         record = {"kind": "message", "t": event.t, "stamped_by": self._stamped_by,
                   "dir": event.direction,
-                  # its size on the wire: the header frame as the codec packs it, then the tensors
-                  "bytes": len(pack_header(event.header)) + sum(map(len, frames)),
+                  "bytes": wire_bytes(event.header, frames),
                   "header": event.header, "frames": frames}
         if self._header is None:
             self._write(record)
@@ -412,11 +411,16 @@ def _problem(record: Any, version: int, deep: bool = True) -> str | None:
     return None
 
 
-def _wire_bytes(record: dict) -> int:
+def wire_bytes(header: dict, frames: Iterable) -> int:
+    """A message's size on the wire: the header frame as the codec packs it, then the tensors."""
+    return len(pack_header(header)) + sum(len(f) for f in frames)
+
+
+def message_bytes(record: dict) -> int:
     """A message record's size on the wire; version 1 records did not store it."""
     if "bytes" in record:
         return record["bytes"]
-    return len(pack_header(record["header"])) + sum(map(len, record["frames"]))
+    return wire_bytes(record["header"], record["frames"])
 
 
 def payloads(path: str | os.PathLike) -> list[tuple]:
@@ -458,7 +462,7 @@ def summarize(path: str | os.PathLike) -> dict:
             h = r["header"]
             key = (r["dir"], h["type"])
             messages[key] += 1
-            sizes[key] += _wire_bytes(r)
+            sizes[key] += message_bytes(r)
             t0 = r["t"] if t0 is None else t0
             t1 = r["t"]
             if h["type"] == "epoch_report":
@@ -513,7 +517,7 @@ class TraceTables:
                 h = r["header"]
                 messages.append({"index": index, "offset": offset, "t": r["t"],
                                  "stamped_by": r.get("stamped_by"), "dir": r["dir"], "type": h["type"],
-                                 "seq": h["seq"], "bytes": _wire_bytes(r)})
+                                 "seq": h["seq"], "bytes": message_bytes(r)})
             elif r["kind"] == "epoch":
                 epochs.append({**{k: v for k, v in r.items() if k != "kind" and isinstance(v, _SCALARS)},
                                "index": index, "offset": offset})

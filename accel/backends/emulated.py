@@ -37,7 +37,7 @@ import numpy as np
 from accel.backends import compiled
 from accel.backends.compiled import StepConstants
 from accel.numerics import LaneRNG, quantize
-from accel.spec import (Backend, EpochResult, KernelConfig, KernelError, LoadResult, OffsetState,
+from accel.spec import (Backend, EpochResult, KernelConfig, LoadResult, OffsetState,
                         PromoteResult, RecentreResult, nonlinear)
 from accel.spec.backend import diverged
 from accel.spec.arith import AccArith, CountingArith, rounded_scale

@@ -26,7 +26,7 @@ import numpy as np
 
 from accel.bus import Bus
 from accel.numerics import quantize
-from accel.rtl.regmap import MEM, REG, REGMAP_VERSION, pack, unpack
+from accel.rtl.regmap import MEM, REG, REGMAP_VERSION, codes_to_words, pack, unpack, words_to_codes
 from accel.spec import (Backend, EpochResult, KernelConfig, KernelError, LoadResult, OffsetState,
                         PromoteResult, RecentreResult)
 from accel.spec.arith import AccArith, rounded_scale
@@ -60,16 +60,6 @@ def open_bus(fpga: str) -> Bus:
 def _bits(values: np.ndarray) -> np.ndarray:
     """fp32 values (already rounded) as their 32-bit words."""
     return np.asarray(values, dtype=np.float32).view(np.uint32)
-
-
-def _words(codes: np.ndarray) -> np.ndarray:
-    """Signed integer codes as two's-complement 32-bit words (the windows' fixed-point layout)."""
-    return np.asarray(codes, dtype=np.int64).astype(np.uint32)
-
-
-def _codes(words: np.ndarray, bits: int) -> np.ndarray:
-    w = words.astype(np.int64) & ((1 << bits) - 1)
-    return np.where(w >= 1 << (bits - 1), w - (1 << bits), w)
 
 
 class RtlBackend(Backend):
@@ -107,12 +97,12 @@ class RtlBackend(Backend):
         F, C = q.shape
         grid = np.zeros((C, self._padded()), dtype=np.int64)
         grid[:, :F] = np.rint(q.T * 2.0 ** fmt.frac_bits)
-        return _words(grid.ravel())
+        return codes_to_words(grid.ravel())
 
     def _read_offset(self, window: str) -> np.ndarray:
         F, C, Fp, fmt = self.cfg.n_features, self.cfg.n_outputs, self._padded(), self.fmts.offset
         words = self.bus.read_words(MEM[window][0], C * Fp)
-        return (_codes(words, fmt.bits).reshape(C, Fp)[:, :F].T * 2.0 ** -fmt.frac_bits)
+        return (words_to_codes(words, fmt.bits).reshape(C, Fp)[:, :F].T * 2.0 ** -fmt.frac_bits)
 
     def _write_fp32_grid(self, window: str, values: np.ndarray) -> None:
         F, C = values.shape
@@ -169,7 +159,7 @@ class RtlBackend(Backend):
         xq, sat = quantize(np.asarray(x, dtype=np.float64), cfg.data, return_saturated=True)
         rows = np.zeros((len(x), Fp), dtype=np.int64)
         rows[:, :cfg.n_features] = np.rint(xq * 2.0 ** cfg.data.frac_bits)
-        self.bus.write_words(MEM["DATA"][0] + 4 * start * Fp, _words(rows.ravel()))
+        self.bus.write_words(MEM["DATA"][0] + 4 * start * Fp, codes_to_words(rows.ravel()))
         y = np.asarray(y, dtype=np.float64)
         if cfg.problem == "softmax":
             targets = y.astype(np.uint32)                      # labels

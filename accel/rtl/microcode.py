@@ -430,7 +430,7 @@ def sv_package() -> str:
     out.append("    case (pc)")
     for pc, ins in enumerate(ROM):
         out.append(f"      8'd{pc}: rom = {WORD_BITS}'h{encode(pc):07X};  // {ins}")
-    out += [f"      default: rom = '0;", "    endcase", "  endfunction", ""]
+    out += ["      default: rom = '0;", "    endcase", "  endfunction", ""]
     out.append("  function automatic logic [31:0] konst(input logic [4:0] k);")
     out.append("    case (k)")
     out += [f"      5'd{i}: konst = 32'h{_f32_bits(v):08X};  // {v!r}" for i, v in enumerate(CONSTANTS)]

@@ -21,7 +21,7 @@ from accel.backends.emulated import offset_update
 from accel.bus import WORD, Bus, check_aligned
 from accel.numerics import LaneRNG
 from accel.rtl import microcode
-from accel.rtl.regmap import MEM, REG, REGISTERS, pack, unpack
+from accel.rtl.regmap import MEM, REGISTERS, codes_to_words, pack, unpack, words_to_codes
 from accel.spec.arith import AccArith
 from protocol.formats import PRESETS, FixedFormat
 
@@ -66,12 +66,6 @@ class RunError(Exception):
 
 def _f32(word: int) -> float:
     return float(np.array(word, dtype=np.uint32).view(np.float32))
-
-
-def _signed(words: np.ndarray, bits: int) -> np.ndarray:
-    """Low ``bits`` of each word as a signed integer (the core keeps only those)."""
-    w = words.astype(np.int64) & ((1 << bits) - 1)
-    return np.where(w >= 1 << (bits - 1), w - (1 << bits), w)
 
 
 def check_config(regs: dict[str, int], params: dict[str, int]) -> dict:
@@ -195,9 +189,9 @@ class CoreModel(Bus):
         F, C, N, B, Fp = cfg["F"], cfg["C"], cfg["N"], cfg["B"], cfg["F_pad"]
         ob, of = cfg["offset"].bits, cfg["offset"].frac_bits
         A = AccArith(FP32)
-        x = _signed(self.mem["DATA"][:N * Fp], cfg["data_bits"]).reshape(N, Fp)[:, :F]
+        x = words_to_codes(self.mem["DATA"][:N * Fp], cfg["data_bits"]).reshape(N, Fp)[:, :F]
         xs = x * 2.0 ** -cfg["data_frac"]                   # exact in fp32: at most 16 bits
-        unpad = lambda name: _signed(self.mem[name][:C * Fp], ob).reshape(C, Fp)[:, :F].T.copy()
+        unpad = lambda name: words_to_codes(self.mem[name][:C * Fp], ob).reshape(C, Fp)[:, :F].T.copy()
         q, qa = unpad("OFFSET_Q"), unpad("ANCHOR_Q")
         gt = self.mem["G_TILDE"][:C * Fp].view(np.float32).reshape(C, Fp)[:, :F].T.astype(np.float64)
         P = self.mem["ANCHOR_TERMS"][:N * C].view(np.float32).reshape(N, C).astype(np.float64)
@@ -266,4 +260,4 @@ class CoreModel(Bus):
         F, C = q.shape
         grid = np.zeros((C, Fp), dtype=np.int64)
         grid[:, :F] = q.T
-        self.mem["OFFSET_Q"][:C * Fp] = grid.ravel().astype(np.uint32)
+        self.mem["OFFSET_Q"][:C * Fp] = codes_to_words(grid.ravel())

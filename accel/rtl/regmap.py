@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from accel.rtl import SV
 from accel.spec import SPEC_VERSION
 
 __all__ = ["REGMAP_VERSION", "MAGIC", "Field", "Register", "Window", "RegmapError", "REGISTERS",
-           "WINDOWS", "REG", "MEM", "check", "pack", "unpack", "sv_package", "markdown_table"]
+           "WINDOWS", "REG", "MEM", "check", "pack", "unpack", "codes_to_words", "words_to_codes", "sv_package", "markdown_table"]
 
 REGMAP_VERSION = (2, 0)
 MAGIC = int.from_bytes(b"CSIM", "big")        # reads as ASCII "CSIM" most significant byte first
@@ -153,8 +155,8 @@ REGISTERS: tuple[Register, ...] = (
 )
 
 # Element layout: one element per 32-bit word; fixed point right-aligned and sign-extended,
-# fp32 as its bits, indices unsigned. Packing several narrow elements per word would change
-# the map's major version.
+# fp32 as its bits, indices unsigned (codes_to_words / words_to_codes below). Packing several
+# narrow elements per word would change the map's major version.
 WINDOWS: tuple[Window, ...] = (
     Window("OFFSET_Q", 0x0001_0000, 4096, "Offset q: element (f, c) at word c*F_pad + f"),
     Window("ANCHOR_Q", 0x0002_0000, 4096, "Anchor offset q_a (SVRG), same layout as q"),
@@ -246,6 +248,17 @@ check(REGISTERS, WINDOWS)
 REG: dict[str, int] = {r.name: r.address for r in REGISTERS}
 MEM: dict[str, tuple[int, int]] = {w.name: (w.base, w.words) for w in WINDOWS}
 _BY_NAME = {r.name: r for r in REGISTERS}
+
+
+def codes_to_words(codes: np.ndarray) -> np.ndarray:
+    """Signed fixed-point codes as window words: two's complement, sign-extended to 32 bits."""
+    return np.asarray(codes, dtype=np.int64).astype(np.uint32)
+
+
+def words_to_codes(words: np.ndarray, bits: int) -> np.ndarray:
+    """Window words as signed ``bits``-bit codes: the low ``bits`` bits, which is all the core keeps."""
+    w = np.asarray(words).astype(np.int64) & ((1 << bits) - 1)
+    return np.where(w >= 1 << (bits - 1), w - (1 << bits), w)
 
 
 def pack(register: str, **fields: int | str) -> int:
