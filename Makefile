@@ -30,8 +30,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -ra
 
+# Every benchmark, even after one fails or misses a target, then a table of all targets.
 bench: $(STAMP)
-	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) bench/run_all.py $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

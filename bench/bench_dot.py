@@ -15,6 +15,8 @@ for numpy, so neither side pays for quantizing them):
 - numpy: ``np.dot`` on the float32 vectors, and ``np.einsum("ij,ij->i")`` for the batch.
 
 Each case runs ``--rounds`` times, ours and numpy alternating; the best time of each counts.
+No target: numpy's float32 dot rounds nothing exactly, so it is a scale, not a goal, and
+docs/performance.md sets none; ``make bench`` lists this benchmark as reporting no targets.
 """
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ simulator and the driver need one each).
 Printed: the wall time split into board start (the Verilator build, cached after the first),
 data load, epochs, and within the epoch the driver's bus and Python time outside the run
 (writing the order and registers, reading results back); simulated cycles per second and inner
-steps per second of both designs, and their ratio.
+steps per second of both designs, and their ratio. Targets (through ``bench/targets.py``):
+ours ≥ 0.5 × the peer's cycles per second; bus and Python outside the run ≤ 10% of the epoch.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from host.datasets import load_dataset
 from host.models import Objective
 from host.optimizers import epoch_order
 from protocol.formats import parse_format
+from targets import target
 
 COUNTER = Path(__file__).parent / "counter_core.sv"
 
@@ -109,7 +111,9 @@ def main() -> None:
           f"{args.steps / core['run']:.1f} |")
     print(f"| peer: bare counter, same board | {counter['cycles']:,} | {counter['run']:.2f} | "
           f"{counter_rate:,.0f} | |")
-    print(f"\nours / peer: {core_rate / counter_rate:.0%} of the bare design's cycles per second")
+    print()
+    target("bench_rtl", "ours / peer, cycles/s", core_rate / counter_rate, ">= 0.5")
+    target("bench_rtl", "bus and Python outside the run / epoch time", overhead / core["epoch"], "<= 0.1")
 
 
 if __name__ == "__main__":
