@@ -18,12 +18,14 @@ keeps the host's reply timeout from firing; backends without it are left alone.
 """
 from __future__ import annotations
 
+import ctypes
 import signal
 import sys
 import threading
 from typing import Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from accel import backends
 from accel.spec import Backend, KernelConfig, KernelError
@@ -131,6 +133,11 @@ class Daemon:
         data, offset, acc = self.caps.check_run(data=msg.data_format, offset=msg.offset_format,
                                                 acc=msg.acc_format, rounding=msg.rounding,
                                                 n_features=msg.n_features, problem=msg.problem)
+        if "max_data_bytes" in limits:
+            need = msg.n_samples * msg.n_features * backends.data_bytes(self.backend_name, data)
+            if need > limits["max_data_bytes"]:
+                raise ProtocolError("too_large", f"the data would take {need} bytes held as {data!r}, over "
+                                                 f"the limit of {limits['max_data_bytes']}")
         cfg = KernelConfig(problem=msg.problem, n_samples=msg.n_samples, n_features=msg.n_features,
                            n_outputs=msg.n_outputs, data=data, offset=offset, acc=acc, rounding=msg.rounding,
                            rbits=msg.rbits, lanes=msg.lanes, seed=msg.seed, l2=msg.l2, scale=msg.scale)
@@ -207,10 +214,26 @@ class Daemon:
                      counters=st.counters)
 
 
+def _large_allocations_from_the_system(threshold: int = 1 << 20) -> None:
+    """Have glibc serve every allocation of ``threshold`` bytes or more by mmap, so that freeing
+    one returns its memory at once. By default glibc raises that threshold to the size of the
+    largest block freed so far (up to 32 MiB): after one large message, each chunk's 8–32 MiB
+    temporaries would come from the heap and stay with the daemon. No-op off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-3, threshold)       # M_MMAP_THRESHOLD; a fixed value also stops its growth
+
+
 def serve(address: str, backend: str = "emulated", *, limits: Limits = Limits(), tap=None,
           **backend_options) -> None:
     """Serve ``backend`` on ``address`` until a shutdown request (or SIGTERM in the main thread)."""
+    _large_allocations_from_the_system()
     server = Server(address, limits=limits, tap=tap)
+    # The kernels are single-threaded; a BLAS thread pool would only busy-wait after each numpy
+    # call and take the core the host's outer loop needs.
+    blas = threadpool_limits(1)
     try:
         # The backend reports progress through the server, which sends it to the requester.
         daemon = Daemon(backend, limits, progress=server.progress, **backend_options)
@@ -221,4 +244,5 @@ def serve(address: str, backend: str = "emulated", *, limits: Limits = Limits(),
         print(f"cosim accel: serving {backend} on {server.address}", file=sys.stderr, flush=True)
         server.serve(daemon.handle, should_stop=stop.is_set)
     finally:
+        blas.restore_original_limits()
         server.close()

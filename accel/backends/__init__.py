@@ -19,7 +19,9 @@ import importlib
 from accel.spec import OFFSET_ROUNDINGS, SPEC_VERSION, Backend, register
 from protocol.capabilities import FamilyRule, KernelCapabilities, RoleRule
 
-# The emulated backend holds the data as float64: max_elements bounds that memory at 256 MiB.
+# The emulated backend holds the data at its format's width (accel.backends.packed: 1 byte an
+# element up to 8 bits, 2 up to 16, else 4 or 8): max_data_bytes bounds that memory at 4 GiB, for
+# example 10^6 samples × 4096 features of 8-bit data.
 _EMULATED = KernelCapabilities(
     backend="emulated", spec=SPEC_VERSION,
     roles={
@@ -32,8 +34,8 @@ _EMULATED = KernelCapabilities(
     },
     exact_dot_bits=54,        # float64 holds every integer of magnitude <= 2^53 exactly
     exact_product_bits=53,    # a float64 product of operands with p1 + p2 <= 53 bits is exact
-    limits={"max_samples": 1 << 22, "max_features": 1 << 16, "max_outputs": 1 << 12,
-            "max_elements": 1 << 25},
+    limits={"max_samples": 1 << 26, "max_features": 1 << 16, "max_outputs": 1 << 12,
+            "max_elements": 1 << 32, "max_data_bytes": 1 << 32},
 )
 
 # The RTL core (accel/rtl, docs/rtl.md): signed fixed-point data and offset of up to 16 bits,
@@ -72,6 +74,14 @@ def _entry(name: str) -> tuple[str, KernelCapabilities]:
 def capabilities(name: str) -> KernelCapabilities:
     """What backend ``name`` accepts (no import of the backend itself)."""
     return _entry(name)[1]
+
+
+def data_bytes(name: str, fmt) -> int:
+    """Bytes backend ``name`` holds one data element of ``fmt`` in (what ``max_data_bytes`` counts)."""
+    if name == "emulated":
+        from accel.backends.packed import bytes_per_element
+        return bytes_per_element(fmt)
+    return 2      # the RTL core's data memory: 16-bit words
 
 
 def backend_class(name: str) -> type[Backend]:

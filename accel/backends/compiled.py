@@ -10,8 +10,10 @@ whenever :func:`covers` says the configuration is covered, and its numpy referen
     >>> covers(fmts, "sgd", "linear", anchored=False)
     True
     >>> k = StepConstants(s=1.0, inv_s=1.0, alpha=0.5, lam=0.0, inv_b=1.0)
+    >>> data = PackedData(fmts.data, n_samples=2, n_features=2)
+    >>> data.put(0, np.eye(2))
     >>> q, saturations, failed = run_epoch(
-    ...     "sgd", "linear", fmts, k, xq=np.eye(2), y=np.array([0.5, -0.25]), anchor=None,
+    ...     "sgd", "linear", fmts, k, data=data, y=np.array([0.5, -0.25]), anchor=None,
     ...     q=np.zeros((2, 1)), qa=np.zeros((2, 1)), g_tilde=np.zeros((2, 1)),
     ...     order=np.array([0, 1]), batch=1, steps=2, rng_states=None)
     >>> q.tolist(), saturations, failed
@@ -43,13 +45,14 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from accel.backends.packed import CODES8, CODES16, VALUES32, PackedData
 from accel.numerics.rng import draw_rounds
 from accel.numerics.rounding import rbits_code
 from accel.spec import nonlinear
 from accel.spec.counts import KernelFormats
 from protocol.formats import PRESETS, FixedFormat, FloatFormat
 
-__all__ = ["StepConstants", "covers", "run_epoch"]
+__all__ = ["StepConstants", "covers", "decode_row", "held_dtype", "run_epoch"]
 
 
 @dataclass(frozen=True)
@@ -270,6 +273,28 @@ def _softmax_response(d, p, out, scratch, tok, kc, pieces, coeffs):
 # weights runs along the F features of one output: loops long enough to vectorise even when
 # C is 1 (linear, logistic) or 10 (digits), where loops over C would stay scalar.
 
+@njit(cache=True)
+def decode_row(raw: np.ndarray, kind: int, table: np.ndarray, out: np.ndarray) -> None:
+    """out = the float64 values of one data row as :class:`accel.backends.packed.PackedData` holds it.
+
+    ``raw`` is the row's bytes; ``kind`` says how to read them: 8- or 16-bit codes through
+    ``table``, or float32 or float64 values. One kernel signature serves every data format.
+    """
+    if kind == CODES8:
+        for f in range(out.shape[0]):
+            out[f] = table[raw[f]]
+    elif kind == CODES16:
+        codes = raw.view(np.uint16)
+        for f in range(out.shape[0]):
+            out[f] = table[codes[f]]
+    elif kind == VALUES32:
+        values = raw.view(np.float32)
+        for f in range(out.shape[0]):
+            out[f] = values[f]
+    else:
+        out[:] = raw.view(np.float64)
+
+
 @njit(cache=True, fastmath={"reassoc"})
 def _exact_dot(x: np.ndarray, v: np.ndarray) -> float:
     """Step 2's x · v. Every partial sum, in any order, is an integer multiple of the products'
@@ -335,7 +360,7 @@ def _update_in(tok, stochastic, src, mult, v, qa, gt, words, consts):
 
 
 @njit(cache=True)
-def _epoch(tok, svrg, problem, xq, y, anchor, q, qa, g_tilde, acc_consts, order, batch, steps, kc, pieces,
+def _epoch(tok, svrg, problem, data, kind, table, y, anchor, q, qa, g_tilde, acc_consts, order, batch, steps, kc, pieces,
            coeffs, states, r_bits, stochastic, int_bits, frac_bits, lo, hi):
     """Run ``steps`` steps on q (F × C, updated in place); returns (failed step or −1, saturations).
 
@@ -353,6 +378,7 @@ def _epoch(tok, svrg, problem, xq, y, anchor, q, qa, g_tilde, acc_consts, order,
     g = np.empty((n_c, n_f) if batch > 1 else (1, 0))
     inv_b_row = np.full(n_c, np.float64(inv_b))     # the same array type as r_i: one _update_in
     resp = np.empty((batch, n_c))
+    xb = np.empty((batch, n_f))                                # the step's data rows, decoded
     scratch = np.empty((3, n_c))
     words = np.empty(n_f * n_c if stochastic else 0, dtype=np.uint32)
     words_t = words.reshape((n_c, n_f) if stochastic else (0, 0)).copy()
@@ -364,9 +390,10 @@ def _epoch(tok, svrg, problem, xq, y, anchor, q, qa, g_tilde, acc_consts, order,
         rows = order[step * batch:(step + 1) * batch]
         for b in range(batch):
             i = rows[b]
-            row = resp[b]
+            row, x = resp[b], xb[b]
+            decode_row(data[i], kind, table, x)
             for c in range(n_c):                               # 2, 3: d (svrg), a (sgd)
-                row[c] = _R(s * _R(_exact_dot(xq[i], v[c]), tok), tok)
+                row[c] = _R(s * _R(_exact_dot(x, v[c]), tok), tok)
             if svrg:                                           # 4: r
                 if problem == 1:
                     _logistic_response(row, anchor[i, 0], row, scratch, tok, kc, pieces, coeffs)
@@ -385,13 +412,13 @@ def _epoch(tok, svrg, problem, xq, y, anchor, q, qa, g_tilde, acc_consts, order,
         if batch > 1:                                          # 5: G in batch order
             for c in range(n_c):
                 gc, r0 = g[c], resp[0, c]
-                x0 = xq[rows[0]]
+                x0 = xb[0]
                 for f in range(n_f):
                     gc[f] = _R(x0[f] * r0, tok)
                 for b in range(1, batch):
-                    xb, rb = xq[rows[b]], resp[b, c]
+                    x, rb = xb[b], resp[b, c]
                     for f in range(n_f):
-                        gc[f] = _R(gc[f] + _R(xb[f] * rb, tok), tok)
+                        gc[f] = _R(gc[f] + _R(x[f] * rb, tok), tok)
         if stochastic:                                         # element k = f·C + c from lane k mod lanes
             draw_rounds(st, n_f * n_c, words)
             for c in range(n_c):
@@ -401,8 +428,7 @@ def _epoch(tok, svrg, problem, xq, y, anchor, q, qa, g_tilde, acc_consts, order,
         if batch > 1:
             nan, sat = _update_in(tok, stochastic, g, inv_b_row, v, qa_t, gt_t, words_t, consts)
         else:
-            nan, sat = _update_in(tok, stochastic, xq[rows[0]:rows[0] + 1], resp[0], v, qa_t, gt_t, words_t,
-                                  consts)
+            nan, sat = _update_in(tok, stochastic, xb[0:1], resp[0], v, qa_t, gt_t, words_t, consts)
         if nan:
             return step, saturations
         saturations += sat
@@ -435,7 +461,20 @@ def _nonlinear_constants(acc: FloatFormat, classes: int) -> tuple[np.ndarray, np
     return kc, np.array(k.ln2_pieces), np.array(k.coeffs)
 
 
-def run_epoch(algorithm: str, problem: str, fmts: KernelFormats, k: StepConstants, *, xq: np.ndarray,
+def held_dtype(acc: FloatFormat) -> np.dtype:
+    """The dtype the kernels hold ``acc``'s values in (float32 for fp32, else float64): the
+    backend stores its anchor terms in it, so that they reach the kernel without a copy."""
+    return np.dtype(_acc_token(acc)[1])
+
+
+def _writable(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``a`` itself when it is a writable C-contiguous array of ``dtype``, else such a copy."""
+    if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable:
+        return a
+    return np.array(a, dtype=dtype, order="C")
+
+
+def run_epoch(algorithm: str, problem: str, fmts: KernelFormats, k: StepConstants, *, data: PackedData,
               y: np.ndarray, anchor: np.ndarray | None, q: np.ndarray, qa: np.ndarray, g_tilde: np.ndarray,
               order: np.ndarray, batch: int, steps: int,
               rng_states: np.ndarray | None) -> tuple[np.ndarray, int, int]:
@@ -450,11 +489,11 @@ def run_epoch(algorithm: str, problem: str, fmts: KernelFormats, k: StepConstant
     tok, held = _acc_token(fmts.acc)
     out = np.array(q, dtype=np.float64, order="C")
     # The small operands are copied: one that is read-only (a zero-copy view of a message, which
-    # an fp64 backend stores as it came) would be another signature to compile.
+    # an fp64 backend stores as it came) would be another signature to compile. The large ones,
+    # data and anchor terms, arrive in the layout the kernel takes.
     failed, saturations = _epoch(
-        tok, algorithm == "svrg", _PROBLEMS[problem], np.ascontiguousarray(xq, dtype=np.float64),
-        np.ascontiguousarray(y, dtype=np.float64),
-        np.zeros((0, c)) if anchor is None else np.array(anchor, dtype=np.float64, order="C"),
+        tok, algorithm == "svrg", _PROBLEMS[problem], *data.kernel_args(), np.ascontiguousarray(y, dtype=np.float64),
+        np.zeros((0, c), dtype=held) if anchor is None else _writable(anchor, held),
         out, np.array(qa, dtype=np.float64, order="C"), np.array(g_tilde, dtype=held, order="C"),
         np.array([k.s, k.inv_s, k.alpha, k.lam, k.inv_b], dtype=held),
         np.array(order, dtype=np.int64), int(batch), int(steps), kc, pieces, coeffs,

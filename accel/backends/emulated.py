@@ -36,6 +36,7 @@ import numpy as np
 
 from accel.backends import compiled
 from accel.backends.compiled import StepConstants
+from accel.backends.packed import PackedData
 from accel.numerics import LaneRNG, quantize
 from accel.spec import (Backend, EpochResult, KernelConfig, LoadResult, OffsetState,
                         PromoteResult, RecentreResult, nonlinear)
@@ -149,7 +150,7 @@ class EmulatedBackend(Backend):
         self.cfg = cfg
         self.fmts = KernelFormats(cfg.data, cfg.offset, cfg.acc, cfg.rounding, cfg.rbits)
         self.A = self._alu(cfg.acc)
-        self.xq = np.zeros((cfg.n_samples, cfg.n_features))
+        self.data = PackedData(cfg.data, cfg.n_samples, cfg.n_features)
         self.y = np.zeros(cfg.n_samples)
         self.q = np.zeros((cfg.n_features, cfg.n_outputs))
         self.qa = np.zeros_like(self.q)
@@ -162,7 +163,8 @@ class EmulatedBackend(Backend):
 
     def load_data(self, start: int, x: np.ndarray, y: np.ndarray) -> LoadResult:
         rows = slice(start, start + len(x))
-        self.xq[rows], sat = quantize(np.asarray(x, dtype=np.float64), self.fmts.data, return_saturated=True)
+        xq, sat = quantize(np.asarray(x, dtype=np.float64), self.fmts.data, return_saturated=True)
+        self.data.put(start, xq)
         self.A.tally(f"round {self.fmts.data!r} nearest_even", x.size)
         y = np.asarray(y, dtype=np.float64)
         self.y[rows] = self.A.round(y) if self.cfg.problem == "linear" else y
@@ -175,7 +177,9 @@ class EmulatedBackend(Backend):
         s = self.s if scale is None else rounded_scale(A, scale)
         with np.errstate(over="ignore"):
             g_tilde = A.round(np.asarray(full_grad, dtype=np.float64))
-            anchor = None if anchor is None else A.round(np.asarray(anchor, dtype=np.float64))
+            # Held in the kernels' dtype for the format (float32 for fp32): half the memory, no copy per epoch.
+            anchor = (None if anchor is None else
+                      A.round(np.asarray(anchor, dtype=np.float64)).astype(compiled.held_dtype(A.fmt)))
         if scale is not None:
             self.q[:] = 0.0
             self.qa[:] = 0.0
@@ -197,8 +201,9 @@ class EmulatedBackend(Backend):
             with np.errstate(over="ignore"):
                 g_tilde = A.round(self.g_tilde)
                 y = A.round(self.y) if cfg.problem == "linear" else self.y
-                anchor = None if self.anchor is None else A.round(self.anchor)
-            self.s, self.g_tilde, self.y, self.anchor = s, g_tilde, y, anchor
+                anchor = None if self.anchor is None else A.round(self.anchor.astype(np.float64))
+            self.s, self.g_tilde, self.y = s, g_tilde, y
+            self.anchor = None if anchor is None else anchor.astype(compiled.held_dtype(acc))
         self.q, sat_q = quantize(self.q, offset, return_saturated=True)
         self.qa, sat_a = quantize(self.qa, offset, return_saturated=True)
         A.tally(f"round {offset!r} nearest_even", self.q.size + self.qa.size)
@@ -220,7 +225,7 @@ class EmulatedBackend(Backend):
             order = np.asarray(order, dtype=np.int64)
             if not self.counting and compiled.covers(fmts, algorithm, cfg.problem, self.anchor is not None):
                 q, saturations, failed = compiled.run_epoch(
-                    algorithm, cfg.problem, fmts, k, xq=self.xq, y=self.y, anchor=self.anchor, q=self.q,
+                    algorithm, cfg.problem, fmts, k, data=self.data, y=self.y, anchor=self.anchor, q=self.q,
                     qa=self.qa, g_tilde=self.g_tilde, order=order, batch=B, steps=steps,
                     rng_states=None if rng is None else rng.states)
             else:
@@ -246,10 +251,10 @@ class EmulatedBackend(Backend):
         for t in range(steps):
             batch = order[t * B:(t + 1) * B]
             if algorithm == "svrg":
-                pb = None if self.anchor is None else self.anchor[batch]
-                t_step = svrg_step(A, keys, cfg.problem, self.xq[batch], pb, q, self.qa, self.g_tilde, k)
+                pb = None if self.anchor is None else self.anchor[batch].astype(np.float64)
+                t_step = svrg_step(A, keys, cfg.problem, self.data.rows(batch), pb, q, self.qa, self.g_tilde, k)
             else:
-                t_step = sgd_step(A, keys, cfg.problem, self.xq[batch], self.y[batch], q, k)
+                t_step = sgd_step(A, keys, cfg.problem, self.data.rows(batch), self.y[batch], q, k)
             if np.isnan(t_step).any():
                 return self.q, 0, t
             q, sat = offset_update(q, t_step, fmts.offset, cfg.rounding, rng, cfg.rbits or None)

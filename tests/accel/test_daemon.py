@@ -166,7 +166,9 @@ def test_order_out_of_range_or_wrong_length(client):
     ({"problem": "softmax", "n_outputs": 1}, "bad_value", "n_outputs >= 2"),
     ({"problem": "linear"}, "bad_value", "n_outputs = 1"),
     ({"n_features": 1 << 20}, "too_large", "n_features"),
-    ({"n_samples": 1 << 20, "n_features": 1 << 10}, "too_large", "n_samples × n_features"),
+    ({"n_samples": 1 << 25, "n_features": 1 << 12}, "too_large", "n_samples × n_features"),
+    ({"n_samples": 1 << 24, "n_features": 1 << 8, "data_format": "fixed<4,12>"}, "too_large",
+     "would take 8589934592 bytes held as fixed<4,12>, over the limit of 4294967296"),
 ])
 def test_configure_refusals_keep_the_previous_configuration(client, changes, code, words):
     loaded(client)
