@@ -327,6 +327,8 @@ class Server:
             self._send(ident, reply, env)
             if isinstance(request, Shutdown) and not isinstance(reply, Error):
                 return
+            # Not held while waiting: a load_data's frames are up to max_message_bytes.
+            del frames, request, reply, env
 
     def _answer(self, ident: bytes, frames: list, handler: Callable[[Message], Message]
                 ) -> tuple[Message | None, Message, Envelope | None]:

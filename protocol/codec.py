@@ -6,11 +6,11 @@ Example::
     >>> frames = encode(Fetch(), seq=2, session="run-1")
     >>> env, msg = decode(frames)
     >>> env.type, env.seq, env.version, msg
-    ('fetch', 2, (1, 2), Fetch())
+    ('fetch', 2, (1, 3), Fetch())
 
 Frame 0 is the header, a msgpack map with exactly these keys::
 
-    {"v": [1, 2], "type": "load_data", "seq": 3, "session": "run-1",
+    {"v": [1, 3], "type": "load_data", "seq": 3, "session": "run-1",
      "body": {"start": 0},                                   # scalar fields
      "tensors": [{"name": "x", "dtype": "<f8", "shape": [100, 64], "frame": 1}, ...]}
 
@@ -31,12 +31,12 @@ play an older or newer peer. A receiver refuses another major (``bad_version``);
 of a higher minor it ignores body fields and tensors it does not know, and still validates
 every one it does. Example::
 
-    >>> frames = encode(Fetch(), seq=2, session="run-1", version=(1, 3))
+    >>> frames = encode(Fetch(), seq=2, session="run-1", version=(1, 4))
     >>> decode(frames)[0].version
-    (1, 3)
+    (1, 4)
     >>> decode(encode(Fetch(), 2, "run-1", version=(2, 0)))
     Traceback (most recent call last):
-    protocol.codec.ProtocolError: bad_version: protocol version 2.0; this side speaks 1.2 (majors must match)
+    protocol.codec.ProtocolError: bad_version: protocol version 2.0; this side speaks 1.3 (majors must match)
 """
 from __future__ import annotations
 

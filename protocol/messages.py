@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL_VERSION = (1, 2)   # (major, minor); docs/protocol.md, "Versions"
+PROTOCOL_VERSION = (1, 3)   # (major, minor); docs/protocol.md, "Versions"
 
 PROBLEMS = ("linear", "logistic", "softmax")
 ALGORITHMS = ("sgd", "svrg")
@@ -140,12 +140,14 @@ class Recentre(Message):
     With ``scale``: the offset is reset to 0 on the new grid (HALP bit centering).
     Without: the anchor is the current offset, the grid is kept (LP-SVRG).
     ``anchor`` holds ℓ'(x_i·w̃) per sample (probabilities for logistic/softmax,
-    n_samples × n_outputs); least squares needs none.
+    n_samples × n_outputs); least squares needs none. Since 1.3 it may come as float32: a host
+    sends R(anchor) so when the accumulator is fp32, which the accelerator stores them in (the
+    same bits in half the bytes).
     """
     TYPE: ClassVar[str] = "recentre"
     REPLY: ClassVar[str] = "ack"
     full_grad: np.ndarray = _f(Tensor(("<f8",), 2))
-    anchor: np.ndarray | None = _f(Tensor(("<f8",), 2, optional=True))
+    anchor: np.ndarray | None = _f(Tensor(("<f8", "<f4"), 2, optional=True))
     scale: float | None = _f(Scalar("float", optional=True, positive=True))
 
 

@@ -78,3 +78,53 @@ def test_typed_calls_and_errors(stub):
     assert next(m for m in seen if isinstance(m, Recentre)).scale == 0.5
     np.testing.assert_array_equal(offset, [[0.25, -0.125]])
     assert state.offset_format == "fixed<1,7>"
+
+
+def _halp_epoch_offset(address, acc_format, anchor, taps):
+    """configure, load, recentre with ``anchor``, one svrg epoch; the fetched offset's bytes."""
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(-1, 1, (40, 6)), rng.integers(0, 3, 40)
+    with AcceleratorClient(address, timeout=30, tap=taps.append) as c:
+        c.hello()
+        c.configure(problem="softmax", n_samples=40, n_features=6, n_outputs=3, data_format="fixed<2,6>",
+                    offset_format="fixed<1,7>", acc_format=acc_format, rounding="stochastic", rbits=0,
+                    lanes=4, seed=3, l2=0.01, scale=0.5)
+        c.load(x, y.astype(np.float64))
+        c.recentre(rng.standard_normal((6, 3)), anchor, 0.5)
+        c.run_epoch("svrg", epoch=1, step_size=0.2, batch_size=1, order=np.arange(40, dtype=np.uint32))
+        return c.fetch().offset.tobytes()
+
+
+@pytest.fixture
+def daemon_address():
+    from accel.daemon import Daemon      # the test plays both ends; host code never imports accel
+    server = Server("tcp://127.0.0.1:0")
+    daemon = Daemon("emulated")
+    thread = threading.Thread(target=server.serve, args=(daemon.handle,), daemon=True)
+    thread.start()
+    yield server.address
+    with AcceleratorClient(server.address, timeout=5) as c:
+        c.hello()
+        c.shutdown()
+    thread.join(5)
+    server.close()
+
+
+def _anchor_dtypes(taps):
+    return [t["dtype"] for e in taps if e.direction == "h2a" and e.header["type"] == "recentre"
+            for t in e.header["tensors"] if t["name"] == "anchor"]
+
+
+def test_anchor_terms_go_as_float32_to_an_fp32_accelerator_with_the_same_bits(daemon_address, monkeypatch):
+    rng = np.random.default_rng(8)
+    p = rng.dirichlet(np.ones(3), 40)              # probabilities that float32 does not hold exactly
+    p[0] = [1e-45, 0.5 - 1e-45, 0.5]               # a float32 subnormal, rounded by the cast too
+    taps32, taps64, taps_wide = [], [], []
+    narrow = _halp_epoch_offset(daemon_address, "fp32", p, taps32)
+    monkeypatch.setattr(AcceleratorClient, "_peer_has", lambda self, version: False)   # a 1.2 peer
+    wide = _halp_epoch_offset(daemon_address, "fp32", p, taps64)
+    monkeypatch.undo()
+    _halp_epoch_offset(daemon_address, "fp64", p, taps_wide)
+    assert _anchor_dtypes(taps32) == ["<f4"] and _anchor_dtypes(taps64) == ["<f8"]
+    assert _anchor_dtypes(taps_wide) == ["<f8"]
+    assert narrow == wide
