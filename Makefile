@@ -23,11 +23,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The emulated backend's kernels, compiled ahead of the first run (numba caches them on disk
+# beside their sources) and again whenever a kernel's source changes.
+WARM := $(VENV)/.kernels
+$(WARM): $(STAMP) $(wildcard accel/backends/*.py accel/numerics/*.py)
+	$(PY) -m accel.warm
+	touch $(WARM)
+
 # The default problem, with HALP beside its float64 (SVRG) and low-precision (LP-SGD) baselines.
-run: $(STAMP)
+run: $(WARM)
 	$(VENV)/bin/cosim run --algorithm svrg,halp,lpsgd $(ARGS)
 
-test: $(STAMP)
+test: $(WARM)
 	$(PY) -m pytest -q -ra
 
 # Every benchmark, even after one fails or misses a target, then a table of all targets.

@@ -85,6 +85,16 @@ class AcceleratorProcess:
     def returncode(self) -> int | None:
         return self._proc.poll()
 
+    def memory(self) -> dict[str, int]:
+        """Resident memory in bytes: ``rss`` now and ``peak`` so far (Linux /proc; {} elsewhere)."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return {}
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        return {name: int(fields[key].split()[0]) * 1024 for name, key in (("rss", "VmRSS"), ("peak", "VmHWM"))
+                if key in fields}
+
     def output(self) -> str:
         """What the daemon has printed so far."""
         try:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from host.algorithms import ACCELERATOR_ALGORITHMS, ALGORITHMS, HOST_ALGORITHMS
 from host.client import AcceleratorClient
@@ -217,6 +218,15 @@ def train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | No
     first message; ``on_epoch(record)`` after every epoch, epoch 0 being the starting point.
     """
     cfg.validate()
+    # One BLAS thread: BLAS splits its reductions by thread, so the float64 bits of a run would
+    # depend on the machine's core count; and idle BLAS threads busy-wait, taking the core that
+    # an accelerator daemon on the same machine needs (a digits HALP epoch: 5 ms, or 20 with them).
+    with threadpool_limits(1):
+        return _train(cfg, connect=connect, tap=tap, session=session, on_epoch=on_epoch, on_start=on_start)
+
+
+def _train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | None, session: str | None,
+           on_epoch: Callable[[EpochRecord], None] | None, on_start: Callable[[str], None] | None) -> TrainResult:
     needs_accel = any(a in ACCELERATOR_ALGORITHMS for a in cfg.algorithms)
     if needs_accel and not connect:
         raise ValueError(f"algorithms {', '.join(a for a in cfg.algorithms if a in ACCELERATOR_ALGORITHMS)} "
