@@ -11,6 +11,7 @@
     cosim trace export runs/<run> --format csv # tables for pandas
     cosim replay runs/<run> [--backend rtl]    # re-send the requests, compare the replies bit for bit
     cosim energy runs/<run> [--link eth10g]    # energy by category, to a target gap
+    cosim sweep bits.toml [--ray local]        # many runs from a grid, in parallel, resumable
 """
 from __future__ import annotations
 
@@ -64,6 +65,12 @@ def _split_settable(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
             {k: v for k, v in config.items() if k not in keys})
 
 
+def config_key(key: str) -> str:
+    """A config file's key as the setting it names: '-' or '_' alike, algorithm = algorithms."""
+    k = key.replace("-", "_")
+    return "algorithms" if k == "algorithm" else k
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
     """A TOML run config: keys are TrainConfig fields or run keys, '-' or '_' alike."""
     from cosim.tomlfile import read_toml
@@ -74,8 +81,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
     known = _settable()
     out = {}
     for key, value in raw.items():
-        k = key.replace("-", "_")
-        k = "algorithms" if k == "algorithm" else k
+        k = config_key(key)
         if k not in known:
             raise UserError(f"config file {path}: unknown key {key!r}; valid keys: "
                             + ", ".join(sorted(known)))
@@ -322,7 +328,7 @@ Opt = typer.Option
 def run(
     ctx: typer.Context,
     config: Annotated[Optional[Path], Opt("--config", "-c", help="TOML file with any of these settings (flags override it).")] = None,
-    dataset: Annotated[Optional[str], Opt(help="digits (default), breast_cancer, diabetes, synthetic_linear, synthetic_logistic, or a path to an .npz with arrays x and y.")] = None,
+    dataset: Annotated[Optional[str], Opt(help="digits (default), breast_cancer, diabetes, synthetic_linear, synthetic_logistic, synthetic_softmax, or a path to an .npz with arrays x and y.")] = None,
     model: Annotated[Optional[str], Opt(help="linear, logistic or softmax (default).")] = None,
     algorithm: Annotated[Optional[str], Opt("--algorithm", "-a", help="Comma-separated list of sgd, svrg (host, float64), lpsgd, lpsvrg, halp (accelerator). Default: halp.")] = None,
     bits: Annotated[Optional[int], Opt(help="Accelerator word length b (2..16): offsets fixed<1,b-1>, data fixed<IL,b-IL>. Default 8.")] = None,
@@ -344,6 +350,7 @@ def run(
     samples: Annotated[Optional[int], Opt(help="Synthetic data sets: number of samples. Default 1000.")] = None,
     features: Annotated[Optional[int], Opt(help="Synthetic data sets: number of features. Default 20.")] = None,
     condition: Annotated[Optional[float], Opt(help="Synthetic data sets: condition number of the feature covariance. Default 100.")] = None,
+    classes: Annotated[Optional[int], Opt(help="synthetic_softmax: number of classes. Default 10.")] = None,
     backend: Annotated[Optional[str], Opt(help="Accelerator backend: emulated (default) or rtl (the RTL core; without --fpga, cosim run starts a simulated board).")] = None,
     fpga: Annotated[Optional[str], Opt(help="rtl backend: the board's Etherbone address udp://HOST:PORT (a LiteX board, or `cosim fpga-sim`).")] = None,
     transport: Annotated[Optional[str], Opt(help="How cosim run reaches the daemon it launches: ipc (default) or tcp on loopback.")] = None,
@@ -362,7 +369,7 @@ def run(
         _fail("cosim host needs --connect ADDRESS of a running `cosim accel` "
               "(or use `cosim run`, which launches one)")
     flags = dict(dataset=dataset, model=model, algorithms=algorithm, bits=bits, rounding=rounding,
-                 rbits=rbits, samples=samples, features=features, condition=condition,
+                 rbits=rbits, samples=samples, features=features, condition=condition, classes=classes,
                  epochs=epochs, seed=seed, l2=l2, step_size=step_size, mu=mu,
                  mu_rule=mu_rule,
                  inner_steps=inner_steps, batch_size=batch_size, data_format=data_format,
@@ -696,6 +703,99 @@ def energy(
             console.print(f"wrote {escape(str(png))}")
     except OSError as exc:
         _fail(f"cannot write {escape(str(exc.filename))}: {exc.strerror or exc}")
+
+
+def _resolve_point(settings: dict[str, Any]) -> dict[str, Any]:
+    """A sweep point's settings resolved as `cosim run` resolves them (ValueError if refused)."""
+    try:
+        return resolve(settings, None)[1]["resolved"]
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
+
+
+@app.command()
+def sweep(
+    file: Annotated[Path, typer.Argument(help="The sweep file (TOML; the format is above and in docs/sweep.md).")],
+    out: Annotated[Optional[str], Opt(help="Where sweep directories go. Default: the file's `out`, else ./sweeps.")] = None,
+    jobs: Annotated[Optional[int], Opt("--jobs", "-j", help="Points run at once. Default: the file's `jobs`, else the number of cores (with --ray: the cluster's CPUs).")] = None,
+    ray: Annotated[Optional[str], Opt("--ray", help="Run the points as Ray tasks: local (a new local instance), auto (the running one, else a new one) or a cluster address.")] = None,
+    dry_run: Annotated[bool, Opt("--dry-run", help="Check the file and list the points; run nothing.")] = False,
+) -> None:
+    """Run many configurations from one TOML file, in parallel, resumably.
+
+    \\[base] holds the settings every point shares, \\[grid] the values to sweep
+    (their cartesian product), each \\[\\[points]] one more point merged over
+    \\[base]. Keys are those of a `cosim run --config` file (every `cosim run`
+    flag but --out, --name, --connect); at the top: name (default: the
+    file's name), out, jobs.
+
+        name = "bits-vs-algorithm"
+        \\[base]
+        dataset = "digits"
+        epochs = 10
+        \\[grid]
+        algorithm = \\["halp", "lpsgd"]
+        bits = \\[4, 8]
+        seed = \\[0, 1]
+        \\[\\[points]]
+        algorithm = "svrg"
+
+    Every point is checked before any runs (a bad one: one error line, exit
+    2). Each runs as `cosim run` in its own process and is an ordinary run
+    directory OUT/NAME/runs/<point id>/, the id naming what varies plus a
+    hash of all its settings. Run again, a sweep skips completed points.
+    OUT/NAME/summary.csv and summary.parquet hold a row per point and
+    algorithm: settings, status, error, final gap, epochs to each gap
+    1e-2 … 1e-10, times, operation counts, energy; gap-vs-bits.png,
+    epochs-to-target.png and pareto.png plot them. Exit code 0 when every
+    point completed, 1 when any failed, 130 when interrupted.
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from cosim.sweep import LocalRunner, RayRunner, SweepError, check_points, cpu_count, read_sweep, run_sweep
+
+    try:
+        spec = read_sweep(file, _settable(), config_key)
+        resolved = check_points(spec, _resolve_point)
+    except SweepError as exc:
+        _fail(escape(str(exc)))
+    jobs = jobs if jobs is not None else spec.jobs
+    if jobs is not None and jobs < 1:
+        _fail(f"--jobs must be at least 1; got {jobs}")
+    root = Path(out or spec.out or "sweeps") / spec.name
+    note = f" ({spec.duplicates} duplicate(s) dropped)" if spec.duplicates else ""
+    if dry_run:
+        t = Table("point", "defined by", "settings", title=f"{escape(spec.name)}: {len(spec.points)} points{note}")
+        for p in spec.points:
+            t.add_row(p.id, escape(p.origin), escape(p.describe()))
+        console.print(t)
+        console.print(f"would write {escape(str(root))}")
+        return
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "sweep.toml").write_bytes(file.read_bytes())   # what this sweep directory holds
+    except OSError as exc:
+        _fail(f"cannot create the sweep directory {escape(str(root))}: {exc.strerror or exc}; "
+              "choose another with --out")
+    if ray is None:
+        runner = LocalRunner(jobs or cpu_count(), root / ".staging")
+    else:
+        try:
+            runner = RayRunner(ray, jobs)
+        except ImportError:
+            _fail("--ray needs the ray package: pip install 'ray>=2.9'", code=1)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            _fail(f"cannot start or reach Ray at {escape(ray)}: {escape(str(exc))}", code=1)
+    console.print(f"[bold]cosim sweep[/] {escape(spec.name)}: {len(spec.points)} points{note}, "
+                  f"{runner.jobs} at a time{' on Ray' if ray else ''} → {escape(str(root))}")
+    outcome = run_sweep(spec, resolved, root, runner, console)
+    console.print(f"{outcome.completed} completed, {outcome.failed} failed, {outcome.skipped} completed "
+                  f"before; summary in {escape(str(root / 'summary.csv'))} (and .parquet, PNGs)")
+    if outcome.interrupted:
+        raise typer.Exit(130)
+    if outcome.failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

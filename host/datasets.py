@@ -11,7 +11,8 @@ Preprocessing (also in ``docs/host.md``): every x gets a bias column of ones app
 format with 4 or more fraction bits). Other real data sets are max-abs scaled per column into
 [-1, 1]: the accelerator stores x in a fixed-point format, which needs a known range, and
 max-abs scaling keeps zeros at zero (unlike min-max). Regression targets are standardised.
-Synthetic features are scaled by one global factor instead, which keeps their condition number.
+Synthetic linear/logistic features are scaled by one global factor instead, which keeps their
+condition number; synthetic_softmax has digits-like k/16 pixels.
 """
 from __future__ import annotations
 
@@ -19,9 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.linalg
+
+from host.models import row_chunks
 
 BUILTIN_TASKS = {"digits": "multiclass", "breast_cancer": "binary", "diabetes": "regression",
-                 "synthetic_linear": "regression", "synthetic_logistic": "binary"}
+                 "synthetic_linear": "regression", "synthetic_logistic": "binary",
+                 "synthetic_softmax": "multiclass"}
+# synthetic_softmax draws its random numbers block by block: the block size is part of the
+# data's definition (changing it changes the data), so it is not tied to host/models.py's chunks.
+SOFTMAX_BLOCK_ROWS = 4096
 TASK_MODELS = {"regression": ("linear",), "binary": ("logistic", "softmax"), "multiclass": ("softmax",)}
 
 
@@ -67,8 +75,9 @@ def _standardise(y: np.ndarray) -> np.ndarray:
 
 
 def load_dataset(name: str = "digits", *, samples: int = 1000, features: int = 20,
-                 condition: float = 100.0, seed: int = 0) -> Dataset:
-    """Load a named data set or a ``.npz`` path; ``samples`` … ``seed`` shape the synthetic ones."""
+                 condition: float = 100.0, seed: int = 0, classes: int = 10) -> Dataset:
+    """Load a named data set or a ``.npz`` path; ``samples`` … ``classes`` shape the synthetic ones
+    (``condition``: synthetic_linear/logistic only; ``classes``: synthetic_softmax only)."""
     if name.endswith(".npz"):
         return load_npz(name)
     if name == "digits":
@@ -90,6 +99,8 @@ def load_dataset(name: str = "digits", *, samples: int = 1000, features: int = 2
     if name in ("synthetic_linear", "synthetic_logistic"):
         return synthetic(name.removeprefix("synthetic_"), samples=samples, features=features,
                          condition=condition, seed=seed)
+    if name == "synthetic_softmax":
+        return synthetic_softmax(samples=samples, features=features, classes=classes, seed=seed)
     raise DatasetError(f"unknown data set {name!r}; choose one of {', '.join(BUILTIN_TASKS)} or a path to a .npz file")
 
 
@@ -102,6 +113,9 @@ def synthetic(kind: str, *, samples: int, features: int, condition: float, seed:
     scaled by one factor so max|F| = 1 (this keeps the condition number). Targets:
     linear y = F·w₀ + 0.1·noise, standardised; logistic y ~ Bernoulli(σ(4·F·w₀/‖F·w₀‖_∞)),
     with w₀ standard normal.
+
+    Memory: at most two n × features float64 arrays at once (10^6 × 100: 1.6 GiB peak, where
+    numpy's qr held five), with the values numpy's qr gave (LAPACK's dgeqrf/dorgqr either way).
     """
     if kind not in ("linear", "logistic"):
         raise DatasetError(f"synthetic kind must be 'linear' or 'logistic'; got {kind!r}")
@@ -112,11 +126,17 @@ def synthetic(kind: str, *, samples: int, features: int, condition: float, seed:
     rng = np.random.default_rng(seed)
     g = rng.standard_normal((samples, features))
     g -= g.mean(axis=0)
-    u, _ = np.linalg.qr(g)
+    # LAPACK works column-major: one copy, then Q overwrites it in place (numpy's qr copies
+    # its input and its output through column-major buffers: five arrays of this size).
+    u = scipy.linalg.qr(np.asfortranarray(g), mode="economic", overwrite_a=True, check_finite=False)[0]
+    del g
     v, _ = np.linalg.qr(rng.standard_normal((features, features)))
     eig = np.geomspace(1.0, 1.0 / condition, features)
-    f = u @ (np.sqrt(eig * samples)[:, None] * v.T)
-    f /= np.max(np.abs(f))
+    x = np.ones((samples, features + 1))     # the bias column last, F written in front of it
+    f = x[:, :-1]
+    np.matmul(u, np.sqrt(eig * samples)[:, None] * v.T, out=f)
+    del u
+    f /= max(f.max(), -f.min())              # max|F| without an |F| temporary
     w0 = rng.standard_normal(features)
     a = f @ w0
     if kind == "linear":
@@ -126,7 +146,37 @@ def synthetic(kind: str, *, samples: int, features: int, condition: float, seed:
         y, task, classes = (rng.random(samples) < p).astype(np.int64), "binary", 2
     desc = (f"synthetic {kind}: {samples} samples, {features} centred features with covariance condition "
             f"number {condition:g} (seed {seed}), scaled by one factor to max|x| = 1; bias column appended")
-    return Dataset(f"synthetic_{kind}", _with_bias(f), y, task, classes, desc)
+    return Dataset(f"synthetic_{kind}", x, y, task, classes, desc)
+
+
+def synthetic_softmax(*, samples: int, features: int, classes: int, seed: int) -> Dataset:
+    """A ``classes``-way problem with digits-like pixels: ``synthetic_softmax(samples=60000,
+    features=784, classes=10, seed=0)``.
+
+    x_ij = k/16 with k uniform on 0…16 (exact in ``fixed<2,6>``, like digits); a teacher W
+    (features × classes, standard normal) and y_i = argmax_k ((x_i − ½)·W + G_i)_k with G_i
+    standard Gumbel, i.e. y_i ~ softmax((x_i − ½)·W) (the Gumbel-max trick). The teacher sees
+    centred pixels: with x_i·W, the offsets ½·Σ_j W_jk (spread ≈ 14 at 784 features) outweigh
+    the per-sample spread (≈ 9) and a few classes take most samples (60000 × 784: 61 % in one
+    class, one class empty). The offset is a per-class bias, which the model's bias column holds.
+    W is drawn first, then x and G block by block (SOFTMAX_BLOCK_ROWS rows), so only x itself
+    is held at full size.
+    """
+    for name, value, lo in (("samples", samples, 1), ("features", features, 1), ("classes", classes, 2)):
+        if not (isinstance(value, int) and value >= lo):
+            raise DatasetError(f"{name} must be an integer >= {lo}; got {value!r}")
+    rng = np.random.default_rng(seed)
+    teacher = rng.standard_normal((features, classes))
+    x = np.ones((samples, features + 1))     # the bias column last
+    y = np.empty(samples, dtype=np.int64)
+    for s in row_chunks(samples, SOFTMAX_BLOCK_ROWS):
+        rows = s.stop - s.start
+        x[s, :-1] = rng.integers(0, 17, (rows, features)) / 16.0
+        y[s] = np.argmax((x[s, :-1] - 0.5) @ teacher + rng.gumbel(size=(rows, classes)), axis=1)
+    desc = (f"synthetic softmax: {samples} samples, {features} pixel-like features k/16 in [0, 1], "
+            f"{classes} classes drawn from softmax((x − 1/2)·W) with W standard normal (seed {seed}); "
+            f"bias column appended")
+    return Dataset("synthetic_softmax", x, y, "multiclass", classes, desc)
 
 
 def load_npz(path: str | Path) -> Dataset:

@@ -60,6 +60,7 @@ class TrainConfig:
     samples: int = 1000                  # synthetic data sets only
     features: int = 20
     condition: float = 100.0
+    classes: int = 10                    # synthetic_softmax only
     timeout: float = 60.0
 
     def validate(self) -> None:
@@ -82,7 +83,8 @@ class TrainConfig:
             bad("rounding", f"choose one of {', '.join(ROUNDINGS)}")
         if not (isinstance(self.rbits, int) and 0 <= self.rbits <= 32):
             bad("rbits", "an integer from 0 (the whole discarded width) to 32")
-        for name, lo in (("epochs", 1), ("batch_size", 1), ("lanes", 1), ("samples", 2), ("features", 1)):
+        for name, lo in (("epochs", 1), ("batch_size", 1), ("lanes", 1), ("samples", 2), ("features", 1),
+                         ("classes", 2)):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= lo):
                 bad(name, f"an integer >= {lo}")
         if self.lanes > 4096:
@@ -173,6 +175,7 @@ def check_capabilities(caps: KernelCapabilities, resolved: dict[str, Any]) -> No
 
 def _problem(cfg: TrainConfig) -> tuple[Dataset, Objective]:
     ds = load_dataset(cfg.dataset, samples=cfg.samples, features=cfg.features, condition=cfg.condition,
+                      classes=cfg.classes,
                       seed=cfg.seed)
     return ds, Objective(cfg.model, ds.x, ds.y, cfg.l2, ds.outputs_for(cfg.model))
 
@@ -186,7 +189,7 @@ def _resolve_rules(cfg: TrainConfig, ds: Dataset, obj: Objective) -> dict[str, A
         mu=cfg.mu if cfg.mu is not None else 10.0 * cfg.l2,
         inner_steps=cfg.inner_steps if cfg.inner_steps is not None else obj.n_samples,
         data_format=repr(parse_format(cfg.data_format) if cfg.data_format
-                         else default_data_format(float(np.max(np.abs(obj.x))), cfg.bits)),
+                         else default_data_format(float(max(obj.x.max(), -obj.x.min())), cfg.bits)),
         offset_format=repr(parse_format(cfg.offset_format) if cfg.offset_format else FixedFormat(1, cfg.bits - 1)),
         acc_format=repr(parse_format(cfg.acc_format)),
         policies={a: type(make_policy(cfg.policy, a)).__name__

@@ -328,3 +328,14 @@ def test_a_long_rtl_epoch_outlasts_the_reply_timeout_and_a_dead_board_ends_the_r
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, out + stdout + stderr
     assert "the simulated board" in stderr and "Traceback" not in stderr
+
+
+def test_synthetic_softmax_takes_a_class_count(tmp_path):
+    r = cosim("run", "--dataset", "synthetic_softmax", "--samples", "300", "--features", "12", "--classes", "4",
+              "--algorithm", "svrg,halp", *QUICK, "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    config = (run_dir(tmp_path) / "config.toml").read_text()
+    assert "classes = 4" in config and "n_outputs = 4" in config
+    r = cosim("run", "--dataset", "synthetic_softmax", "--classes", "1", "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "classes" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "bad").exists()
