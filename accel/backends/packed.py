@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from accel.numerics import decode, encode
-from accel.numerics.quantize import _float32_problem as float32_problem  # noqa: PLC2701
+from accel.numerics.quantize import float32_problem
 from protocol.formats import FixedFormat, FloatFormat
 
 # How raw's bytes are read (the compiled kernels branch on it): codes through a table, or values.

