@@ -179,7 +179,7 @@ class Daemon:
                                                  f"(n_samples × n_outputs probabilities)")
         if msg.anchor is not None:
             self._shape("anchor", msg.anchor, (cfg.n_samples, cfg.n_outputs))
-            if cfg.problem != "linear" and not np.all((msg.anchor >= 0) & (msg.anchor <= 1)):
+            if cfg.problem != "linear" and not (msg.anchor.min() >= 0 and msg.anchor.max() <= 1):
                 raise ProtocolError("bad_value", "anchor terms of logistic/softmax are probabilities in [0, 1]")
         result = self.backend.recentre(msg.full_grad, msg.anchor, msg.scale)
         self.state = "anchored"

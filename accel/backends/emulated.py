@@ -178,8 +178,12 @@ class EmulatedBackend(Backend):
         with np.errstate(over="ignore"):
             g_tilde = A.round(np.asarray(full_grad, dtype=np.float64))
             # Held in the kernels' dtype for the format (float32 for fp32): half the memory, no copy per epoch.
-            anchor = (None if anchor is None else
-                      A.round(np.asarray(anchor, dtype=np.float64)).astype(compiled.held_dtype(A.fmt)))
+            if anchor is not None and compiled.held_dtype(A.fmt) == np.float32:
+                # R into fp32 is the cast to float32 (from float32, as protocol 1.3 sends them, nothing).
+                A.tally(f"round {A.name} nearest_even", anchor.size)
+                anchor = np.asarray(anchor).astype(np.float32)
+            elif anchor is not None:
+                anchor = A.round(np.asarray(anchor, dtype=np.float64)).astype(compiled.held_dtype(A.fmt))
         if scale is not None:
             self.q[:] = 0.0
             self.qa[:] = 0.0
