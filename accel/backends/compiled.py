@@ -68,6 +68,7 @@ class StepConstants:
 
 _PROBLEMS = {"linear": 0, "logistic": 1, "softmax": 2}
 _OVF_INF, _OVF_SAT, _OVF_NAN = 0, 1, 2     # a float format's overflow rule, as in quantize
+_NEAREST, _SR, _SR_NARROW = 0, 1, 2        # step 7's rounding, as the update loop runs it
 
 # Slots of the nonlinearity's scalar constants (accel.spec.nonlinear.constants) in one array,
 # followed by 2^k for every k a float64 holds (k = _POW2_MIN … 1023, from slot _POW2_AT on):
@@ -307,18 +308,19 @@ def _exact_dot(x: np.ndarray, v: np.ndarray) -> float:
 
 
 @njit(cache=True, inline="always")
-def _update(tok, stochastic, src, mult, v, qa, gt, words, consts):
+def _update(tok, rounding, src, mult, v, qa, gt, words, consts):
     """Steps 5 (its last product or R(G·R(1/B))), 6 and 7 in one pass over the weights.
 
     Row c's G term is R(src[c]·mult[c]): src = x_i (one row, for every c) and mult = r_i when
     B = 1, src = G and mult = R(1/B) otherwise. v (C × F) holds dq = q − q_a and is updated in
     place; q is q_a + v, exact. sgd runs the same loop with q_a = 0 (v = q) and g̃ = 0: R(u + 0)
     differs from u only in the sign of a zero, which Q(−t) does not see. ``words`` (C × F): this step's
-    random words, transposed like the weights. ``stochastic`` is a constant at each call site
-    (:func:`_update_in`), so each rounding compiles to its own loop without per-element
-    branches. Returns (NaN seen, saturations); after a NaN the caller discards v.
+    random words, transposed like the weights. ``rounding`` (_NEAREST, _SR, _SR_NARROW) is a
+    constant at each call site (:func:`_update_in`), so each rounding compiles to its own loop
+    without per-element branches. Returns (NaN seen, saturations); after a NaN the caller
+    discards v.
     """
-    s, inv_s, alpha, lam, shift, two_r, bound, scale, eps, lo, hi = consts
+    s, inv_s, alpha, lam, shift, two_r, inv_two_r, bound, scale, eps, lo, hi = consts
     n_c, n_f = v.shape
     nan = False
     saturations = 0
@@ -335,7 +337,12 @@ def _update(tok, stochastic, src, mult, v, qa, gt, words, consts):
             # 7: Q(q − t) = q + Q(−t), |t| clamped to 2^(IL+1); −t·2^FL is exact.
             tc = _clamp(t, -bound, bound)
             w = -tc * scale
-            if stochastic:
+            if rounding == _SR_NARROW:
+                # The same rounding when |w|·2^r < 2^52 (the caller checks the widths): then
+                # W = ⌊w·2^r⌋ and W + U are exact integers, and ⌊(W + U)/2^r⌋ = K + [F + U ≥ 2^r]
+                # with K = ⌊w⌋, F = W − K·2^r: one floor and three operations fewer.
+                val = qj + np.floor((np.floor(w * two_r) + np.float64(wc[f] >> shift)) * inv_two_r) * eps
+            elif rounding == _SR:
                 # Floor-based stochastic rounding (docs/numerics.md): K = ⌊w⌋, F = the top r bits of
                 # w − K, up if F + U ≥ 2^r. F = ⌊w·2^r⌋ − K·2^r is exact (an integer below 2^r,
                 # Sterbenz for large K) where w − K itself is not (w = −2^-60: 1 − 2^-60).
@@ -352,11 +359,13 @@ def _update(tok, stochastic, src, mult, v, qa, gt, words, consts):
 
 
 @njit(cache=True, inline="always")
-def _update_in(tok, stochastic, src, mult, v, qa, gt, words, consts):
-    """:func:`_update` with ``stochastic`` turned into a constant, one call site per rounding."""
-    if stochastic:
-        return _update(tok, True, src, mult, v, qa, gt, words, consts)
-    return _update(tok, False, src, mult, v, qa, gt, words, consts)
+def _update_in(tok, rounding, src, mult, v, qa, gt, words, consts):
+    """:func:`_update` with ``rounding`` turned into a constant, one call site per rounding."""
+    if rounding == _SR_NARROW:
+        return _update(tok, _SR_NARROW, src, mult, v, qa, gt, words, consts)
+    if rounding == _SR:
+        return _update(tok, _SR, src, mult, v, qa, gt, words, consts)
+    return _update(tok, _NEAREST, src, mult, v, qa, gt, words, consts)
 
 
 @njit(cache=True)
@@ -383,8 +392,11 @@ def _epoch(tok, svrg, problem, data, kind, table, y, anchor, q, qa, g_tilde, acc
     words = np.empty(n_f * n_c if stochastic else 0, dtype=np.uint32)
     words_t = words.reshape((n_c, n_f) if stochastic else (0, 0)).copy()
     st = states.copy()
-    consts = (s, inv_s, alpha, lam, np.uint32(32 - r_bits), 2.0 ** r_bits, 2.0 ** (int_bits + 1),
+    consts = (s, inv_s, alpha, lam, np.uint32(32 - r_bits), 2.0 ** r_bits, 2.0 ** -r_bits, 2.0 ** (int_bits + 1),
               2.0 ** frac_bits, 2.0 ** -frac_bits, lo, hi)
+    # |w| ≤ 2^(IL+1+FL): the narrow form of stochastic rounding needs |w|·2^r ≤ 2^52.
+    rounding = (_NEAREST if not stochastic else
+                _SR_NARROW if int_bits + 1 + frac_bits + r_bits <= 52 else _SR)
     saturations = 0
     for step in range(steps):
         rows = order[step * batch:(step + 1) * batch]
@@ -426,9 +438,9 @@ def _epoch(tok, svrg, problem, data, kind, table, y, anchor, q, qa, g_tilde, acc
                 for f in range(n_f):
                     wc[f] = words[f * n_c + c]
         if batch > 1:
-            nan, sat = _update_in(tok, stochastic, g, inv_b_row, v, qa_t, gt_t, words_t, consts)
+            nan, sat = _update_in(tok, rounding, g, inv_b_row, v, qa_t, gt_t, words_t, consts)
         else:
-            nan, sat = _update_in(tok, stochastic, xb[0:1], resp[0], v, qa_t, gt_t, words_t, consts)
+            nan, sat = _update_in(tok, rounding, xb[0:1], resp[0], v, qa_t, gt_t, words_t, consts)
         if nan:
             return step, saturations
         saturations += sat

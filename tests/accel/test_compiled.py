@@ -161,8 +161,11 @@ def test_digits_softmax_halp_epoch():
     assert np.count_nonzero(pair[0].fetch().offset) > f * c // 2
 
 
+# Offsets on both sides of the narrow stochastic update (IL + 1 + FL + r ≤ 52, r = 32 here):
+# fixed<4,15> is its widest, fixed<4,16> takes the general form, as does fixed<10,20>.
+@pytest.mark.parametrize("offset", ["fixed<2,6>", "fixed<4,15>", "fixed<4,16>", "fixed<10,20>"])
 @pytest.mark.parametrize("rounding", ["nearest_even", "stochastic"])
-def test_offset_update_of_extreme_steps(rounding):
+def test_offset_update_of_extreme_steps(rounding, offset):
     """Step 7 alone: zero data, λ = 0, α = s = 1 and an fp64 accumulator make t = g̃ exactly, so
     g̃ carries the hard cases of the exact q − t: ties, steps far below the grid (2^-60, the
     smallest subnormal), steps that saturate, ±∞ (fetched offsets compared as bytes)."""
@@ -171,7 +174,7 @@ def test_offset_update_of_extreme_steps(rounding):
     t = rng.standard_normal(f) * 2.0 ** rng.integers(-60, 3, f)
     t[:40] = rng.integers(-200, 200, 40) / 128.0
     t[40:52] = [1e30, -1e30, 5e-324, -5e-324, 4.0, -4.0, 2 ** -40, -2 ** -40, 0.0, 3.0, np.inf, -np.inf]
-    pair = _pair("linear", 1, "fp64", rounding, l2=0.0, scale=1.0, n=1, f=f)
+    pair = _pair("linear", 1, "fp64", rounding, offset=offset, l2=0.0, scale=1.0, n=1, f=f)
     for b in pair:
         b.load_data(0, np.zeros((1, f)), np.zeros(1))
         b.q[:, 0] = rng.integers(-128, 128, f) / 64.0 if b is pair[0] else pair[0].q[:, 0]
