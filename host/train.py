@@ -27,7 +27,7 @@ from host.datasets import BUILTIN_TASKS, Dataset, check_pairing, load_dataset
 from host.models import MODELS, Objective, fp64_ops
 from host.optimizers import epoch_order, sgd_epoch, svrg_epoch
 from host.reference import Reference, reference_optimum, relative_gap
-from host.scheduler import MU_RULES, POLICIES, Policy, halp_mu, make_policy
+from host.scheduler import MU_RULES, POLICIES, History, Policy, halp_mu, make_policy
 from protocol.capabilities import KernelCapabilities
 from protocol.codec import Limits
 from protocol.formats import FixedFormat, Format, FormatError, parse_format
@@ -116,8 +116,8 @@ class TrainConfig:
                 make_policy(self.policy, algo)
         # Which formats the accelerator takes is its capabilities' business (check_capabilities).
         offset = parse_format(self.offset_format) if self.offset_format else FixedFormat(1, self.bits - 1)
-        if self.policy == "adaptive" and not isinstance(offset, FixedFormat):
-            bad("offset_format", "the adaptive policy widens fixed-point offset formats only")
+        if self.policy in ("adaptive", "dps") and not isinstance(offset, FixedFormat):
+            bad("offset_format", f"the {self.policy} policy changes fixed-point offset formats only")
 
     def resolved(self) -> dict[str, Any]:
         """Every setting with the rule-based defaults filled in (loads the data set, so it
@@ -140,6 +140,7 @@ class EpochRecord:
     saturations: int = 0
     scale: float | None = None  # the accelerator's offset scale during the epoch
     host_ops: dict = field(default_factory=dict)  # the host's float64 operations for this epoch
+    decision: str = ""          # why the policy changed the offset format before this epoch
 
 
 @dataclass
@@ -355,10 +356,11 @@ def _run_accel(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
                  scale=None if algo == "halp" else rc["lp_scale"], host_ops=dict(check)))
     count = rc["inner_steps"] * rc["batch_size"]
     saturated_epochs = 0
+    rates: list[float] = []          # per epoch: saturated offset updates / offset updates
     for epoch in range(1, rc["epochs"] + 1):
         if norms[-1] == 0.0:
             break   # exactly at the optimum; HALP's δ = ‖g̃‖/(μ·max) would be 0
-        decision = policy.decide(norms, fmt)
+        decision = policy.decide(History(norms, rates), fmt)
         if decision.promote is not None:
             fmt = decision.promote
             acc.promote(repr(fmt))
@@ -372,11 +374,12 @@ def _run_accel(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
         report = acc.run_epoch("sgd" if algo == "lpsgd" else "svrg", epoch=epoch, step_size=rc["step_size"],
                                batch_size=rc["batch_size"], order=order)
         saturated_epochs += report.saturations > 0
+        rates.append(report.saturations / (rc["inner_steps"] * dc))
         offset, state = acc.offset()
         w = w + offset if algo == "halp" else offset
         grad = obj.grad(w)
         norms.append(float(np.linalg.norm(grad)))
         emit(_record(algo, epoch, obj, ref, w, grad, repr(fmt), fmt.bits, started,
                      ops=dict(report.ops), saturations=int(report.saturations), scale=float(state.scale),
-                     host_ops=dict(epoch_ops)))
+                     host_ops=dict(epoch_ops), decision=decision.reason))
     return w

@@ -87,6 +87,18 @@ def test_adaptive_policy_promotes_lpsgd_when_it_stalls(daemon):
     assert seen[-1].offset_format == f"fixed<1,{bits[-1] - 1}>"
 
 
+def test_dps_policy_gives_lpsgd_range_when_its_offsets_saturate(daemon):
+    """At 4 bits on digits, LP-SGD's first epoch saturates 127 of 1797 × 650 updates (1.1e-4 > 1e-4):
+    dynamic precision scaling moves a bit from FL to IL, by a promote message, reason recorded."""
+    seen, sent = [], []
+    train(TrainConfig(algorithms=("lpsgd",), bits=4, epochs=3, policy="dps"), connect=daemon,
+          on_epoch=seen.append, tap=lambda e: sent.append(e.header["type"]) if e.direction == "h2a" else None)
+    assert [r.offset_format for r in seen] == ["fixed<1,3>", "fixed<1,3>", "fixed<2,2>", "fixed<2,2>"]
+    assert {r.bits for r in seen} == {4}                                 # the word length stays
+    assert seen[2].decision == "saturation rate 0.000109 > 0.0001: one bit more range"
+    assert [r.decision for r in seen if r.epoch != 2] == ["", "", ""] and sent.count("promote") == 1
+
+
 def test_killed_daemon_raises_clear_error_over_tcp():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
