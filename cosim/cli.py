@@ -346,7 +346,7 @@ def run(
     offset_format: Annotated[Optional[str], Opt(help="Accelerator offset format. Default fixed<1,b-1>.")] = None,
     acc_format: Annotated[Optional[str], Opt(help="Accelerator accumulator/vector format. Default fp32.")] = None,
     lanes: Annotated[Optional[int], Opt(help="Accelerator lanes (random-bit streams). Default 16.")] = None,
-    policy: Annotated[Optional[str], Opt(help="Scheduler: recentre (HALP), fixed, adaptive (raise b when progress stalls). Default: the algorithm's own.")] = None,
+    policy: Annotated[Optional[str], Opt(help="Scheduler: recentre (HALP), fixed, adaptive (raise b when progress stalls), dps (move the offset's integer/fraction split by its saturation rate). Default: the algorithm's own.")] = None,
     samples: Annotated[Optional[int], Opt(help="Synthetic data sets: number of samples. Default 1000.")] = None,
     features: Annotated[Optional[int], Opt(help="Synthetic data sets: number of features. Default 20.")] = None,
     condition: Annotated[Optional[float], Opt(help="Synthetic data sets: condition number of the feature covariance. Default 100.")] = None,
@@ -751,7 +751,6 @@ def sweep(
     point completed, 1 when any failed, 130 when interrupted.
     """
     from rich.markup import escape
-    from rich.table import Table
 
     from cosim.sweep import LocalRunner, RayRunner, SweepError, check_points, cpu_count, read_sweep, run_sweep
 
@@ -766,11 +765,9 @@ def sweep(
     root = Path(out or spec.out or "sweeps") / spec.name
     note = f" ({spec.duplicates} duplicate(s) dropped)" if spec.duplicates else ""
     if dry_run:
-        t = Table("point", "defined by", "settings", title=f"{escape(spec.name)}: {len(spec.points)} points{note}")
+        console.print(f"[bold]{escape(spec.name)}[/]: {len(spec.points)} points{note} → {escape(str(root))}")
         for p in spec.points:
-            t.add_row(p.id, escape(p.origin), escape(p.describe()))
-        console.print(t)
-        console.print(f"would write {escape(str(root))}")
+            console.print(f"  {p.id}  [dim]{escape(p.origin)}:[/] {escape(p.describe())}")
         return
     try:
         root.mkdir(parents=True, exist_ok=True)
