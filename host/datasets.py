@@ -16,6 +16,7 @@ condition number; synthetic_softmax has digits-like k/16 pixels.
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +180,28 @@ def synthetic_softmax(*, samples: int, features: int, classes: int, seed: int) -
     return Dataset("synthetic_softmax", x, y, "multiclass", classes, desc)
 
 
+def _npz_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays ``x`` and ``y`` of an .npz file, or a DatasetError saying what the file is instead."""
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise DatasetError(f"{path} is a single .npy array, not an .npz archive; save x and y "
+                               "with numpy.savez(path, x=x, y=y)")
+        with z:
+            missing = [k for k in ("x", "y") if k not in z.files]
+            if missing:
+                raise DatasetError(f"{path} lacks array(s) {', '.join(missing)}; it needs 'x' (n × d) and "
+                                   f"'y' (n); found: {', '.join(z.files) or 'nothing'}")
+            return np.asarray(z["x"]), np.asarray(z["y"])
+    except DatasetError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        # np.load says "pickled data" for any file that is not .npy or .npz: name what it is.
+        what = "empty" if path.stat().st_size == 0 else "not a readable .npz archive (truncated or another format)"
+        raise DatasetError(f"{path} is {what}: {type(exc).__name__}; save x and y with "
+                           "numpy.savez(path, x=x, y=y)") from None
+
+
 def load_npz(path: str | Path) -> Dataset:
     """The user's data: arrays ``x`` (n × d) and ``y`` (n); the task follows from y.
 
@@ -188,17 +211,15 @@ def load_npz(path: str | Path) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"no such .npz file: {path}")
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in ("x", "y") if k not in z.files]
-        if missing:
-            raise DatasetError(f"{path} lacks array(s) {', '.join(missing)}; it needs 'x' (n × d) and 'y' (n); "
-                               f"found: {', '.join(z.files) or 'nothing'}")
-        x, y = np.asarray(z["x"]), np.asarray(z["y"])
+    x, y = _npz_arrays(path)
     if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise DatasetError(f"{path}: need x of shape (n, d) and y of shape (n,) with n >= 1; "
                            f"got x {x.shape}, y {y.shape}")
-    if not (np.issubdtype(x.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
-        raise DatasetError(f"{path}: x and y must be numeric; got {x.dtype}, {y.dtype}")
+    real = (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)) and (
+        np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating))
+    if not real:
+        raise DatasetError(f"{path}: x and y must be real numbers (integer or floating point); "
+                           f"got {x.dtype}, {y.dtype}")
     x, y = x.astype(np.float64), y.astype(np.float64)
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise DatasetError(f"{path}: x and y must be finite (found NaN or Inf)")

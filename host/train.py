@@ -254,8 +254,9 @@ def _train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | N
                 check_capabilities(caps, resolved)
         ref = reference_optimum(obj)
         resolved.update(
-            # LP-SGD / LP-SVRG: a fixed scale that just covers the optimum's range.
-            lp_scale=float(np.max(np.abs(ref.w))) / parse_format(resolved["offset_format"]).max_value,
+            # LP-SGD / LP-SVRG: a fixed scale that just covers the optimum's range (w* = 0, as for
+            # all-zero data, fits any grid: then the grid of step 2^-FL, scale 1).
+            lp_scale=float(np.max(np.abs(ref.w))) / parse_format(resolved["offset_format"]).max_value or 1.0,
             reference_loss=ref.loss, reference_grad_norm=ref.grad_norm, reference_method=ref.method,
         )
         for algo in cfg.algorithms:

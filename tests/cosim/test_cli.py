@@ -339,3 +339,17 @@ def test_synthetic_softmax_takes_a_class_count(tmp_path):
     r = cosim("run", "--dataset", "synthetic_softmax", "--classes", "1", "--out", str(tmp_path / "bad"))
     assert r.returncode == 2 and "classes" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_unreadable_data_and_all_zero_data(tmp_path):
+    """An empty .npz (once 'Aborted.', exit 1) is one error line and exit 2, with no results
+    directory; all-zero data trains to w* = 0 at once instead of failing on a zero scale."""
+    (tmp_path / "empty.npz").write_bytes(b"")
+    r = cosim("run", "--dataset", str(tmp_path / "empty.npz"), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "empty.npz is empty" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+    np.savez(tmp_path / "zeros.npz", x=np.zeros((20, 3)), y=np.zeros(20))
+    r = cosim("run", "--dataset", str(tmp_path / "zeros.npz"), "--model", "linear", "--algorithm", "svrg,halp,lpsgd",
+              "--epochs", "2", "--out", str(tmp_path / "zeros"))
+    assert r.returncode == 0, r.stderr
+    assert "halp: final gap 0.000e+00" in r.stdout and "lpsgd: final gap 0.000e+00" in r.stdout

@@ -1,5 +1,6 @@
 """Data sets: preprocessing, synthetic conditioning and memory, synthetic_softmax, .npz errors,
 model pairings."""
+import re
 import subprocess
 import sys
 
@@ -126,3 +127,24 @@ def test_npz_round_trip_and_errors(tmp_path):
             load_dataset(str(tmp_path / fname))
     with pytest.raises(DatasetError, match="no such"):
         load_dataset(str(tmp_path / "absent.npz"))
+
+
+def _bad_npz_files(tmp_path):
+    """What users hand over instead of an .npz of x and y, by name."""
+    np.savez(tmp_path / "good.npz", x=np.ones((10, 3)), y=np.arange(10) % 2)
+    good = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(good[:len(good) // 2])
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.save(tmp_path / "array.npy", np.ones(3))
+    (tmp_path / "array.npy").rename(tmp_path / "renamed.npz")
+    (tmp_path / "text.npz").write_text("x,y\n1,2\n")
+    np.savez(tmp_path / "complex.npz", x=np.ones((10, 3)) * (1 + 1j), y=np.arange(10) % 2)
+    return {"truncated": "not a readable .npz archive (truncated or another format)", "empty": "is empty",
+            "renamed": "a single .npy array, not an .npz archive", "text": "not a readable .npz archive",
+            "complex": "must be real numbers (integer or floating point); got complex128"}
+
+
+def test_unreadable_npz_files_are_named_errors(tmp_path):
+    for name, words in _bad_npz_files(tmp_path).items():
+        with pytest.raises(DatasetError, match=re.escape(words)):
+            load_dataset(str(tmp_path / f"{name}.npz"))
