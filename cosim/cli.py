@@ -102,9 +102,14 @@ def resolve(flags: dict[str, Any], config_file: Optional[Path],
     merged.update({k: v for k, v in flags.items() if v is not None})
     if isinstance(merged.get("algorithms"), str):
         merged["algorithms"] = tuple(a.strip() for a in merged["algorithms"].split(",") if a.strip())
-    elif "algorithms" in merged:
-        merged["algorithms"] = tuple(merged["algorithms"])
+    elif isinstance(merged.get("algorithms"), list):
+        merged["algorithms"] = tuple(merged["algorithms"])   # anything else: TrainConfig.validate names it
     run = {k: merged.pop(k, default) for k, default in RUN_KEYS.items()}
+    for key, value in run.items():
+        if value is not None and not isinstance(value, str):
+            raise UserError(f"{key}: a string; got {value!r}")
+    if run["name"] is not None and (Path(run["name"]).name != run["name"] or run["name"] in ("", ".", "..")):
+        raise UserError(f"name: a plain directory name under --out (no '/', not '.' or '..'); got {run['name']!r}")
     if run["backend"] not in backends.names():
         raise UserError(f"unknown backend {run['backend']!r}; available: {', '.join(backends.names())}")
     if run["fpga"] is not None and run["backend"] != "rtl":
@@ -122,7 +127,8 @@ def resolve(flags: dict[str, Any], config_file: Optional[Path],
     # then with the data's defaults and width. (cosim host checks the remote ones in _train.)
     from host.algorithms import ACCELERATOR_ALGORITHMS
 
-    on_accel = any(a in ACCELERATOR_ALGORITHMS for a in merged.get("algorithms", ("halp",)))
+    algorithms = merged.get("algorithms", ("halp",))     # not a tuple: TrainConfig.validate names it
+    on_accel = isinstance(algorithms, tuple) and any(a in ACCELERATOR_ALGORITHMS for a in algorithms)
     caps = backends.capabilities(run["backend"]) if on_accel and not connect else None
     if caps is not None:
         _check_typed_formats(caps, merged)
@@ -307,6 +313,8 @@ def _preflight(connect: str, timeout: float, resolved: dict[str, Any]) -> None:
             caps = KernelCapabilities.from_message(client.hello())
     except (AcceleratorError, AcceleratorGone) as exc:
         _fail(str(exc), code=1)
+    except ValueError as exc:        # an address ZeroMQ cannot use: the user's to fix
+        _fail(f"--connect: {exc}")
     if caps is None:
         return   # a protocol 1.0 daemon announces no roles: it will judge the formats at configure
     try:

@@ -13,6 +13,7 @@ Default hyperparameters follow documented rules (``docs/host.md``), never per-da
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -28,10 +29,53 @@ from host.models import MODELS, Objective, fp64_ops
 from host.optimizers import epoch_order, sgd_epoch, svrg_epoch
 from host.reference import Reference, reference_optimum, relative_gap
 from host.scheduler import MU_RULES, POLICIES, History, Policy, halp_mu, make_policy
-from protocol.capabilities import KernelCapabilities
+from protocol.capabilities import CapabilityError, KernelCapabilities
 from protocol.codec import Limits
 from protocol.formats import FixedFormat, Format, FormatError, parse_format
 from protocol.messages import ROUNDINGS
+
+
+# Each setting's kind, checked before anything else reads it (a TOML file can hold anything).
+_KINDS = {"dataset": "str", "model": "str", "algorithms": "strs", "bits": "int", "rounding": "str",
+          "rbits": "int", "epochs": "int", "seed": "int", "l2": "real", "step_size": "real?", "mu": "real?",
+          "mu_rule": "str", "inner_steps": "int?", "batch_size": "int", "data_format": "str?",
+          "offset_format": "str?", "acc_format": "str", "lanes": "int", "policy": "str?", "samples": "int",
+          "features": "int", "condition": "real", "classes": "int", "timeout": "real"}
+_KIND_WORDS = {"str": "a string", "str?": "a string (or unset for the default rule)",
+               "strs": "a list of strings", "int": "an integer", "int?": "an integer (or unset for the default rule)",
+               "real": "a number", "real?": "a number (or unset for the default rule)"}
+# Integer bounds (documented in docs/host.md): beyond them a run could not complete or be recorded.
+INT_RANGES = {"bits": (2, 16), "rbits": (0, 32), "epochs": (1, 10**6), "seed": (0, 2**64 - 1),
+              "inner_steps": (1, 2**31 - 1), "batch_size": (1, 2**31 - 1), "lanes": (1, 4096),
+              "samples": (2, 2**31 - 1), "features": (1, 2**20), "classes": (2, 4096)}
+
+
+def _bound(v: int) -> str:
+    """An integer bound as people write it: 2^64 − 1, 2^20, 4096."""
+    for k, text in ((v + 1, "2^{} − 1"), (v, "2^{}")):
+        if v > 4096 and k & (k - 1) == 0:
+            return text.format(k.bit_length() - 1)
+    return str(v)
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind.endswith("?"):
+        return value is None or _is(value, kind[:-1])
+    if kind == "strs":
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    if isinstance(value, bool):           # a TOML true is not a number
+        return False
+    return isinstance(value, {"str": str, "int": int, "real": (int, float)}[kind])
+
+
+def _check_memory(rows: int, cols: int) -> None:
+    """Refuse a synthetic data set that cannot be generated here, before allocating it: the
+    generator peaks at two float64 copies of the n × d matrix (docs/host.md)."""
+    need = 2 * 8 * rows * cols
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > available:
+        raise ValueError(f"samples: {rows} × {cols} float64 values need {need / 2**30:.1f} GiB to generate; "
+                         f"this machine has {available / 2**30:.1f} GiB available; lower samples or features")
 
 
 @dataclass
@@ -68,6 +112,9 @@ class TrainConfig:
         def bad(name: str, why: str) -> None:
             raise ValueError(f"{name}: {why}; got {getattr(self, name)!r}")
 
+        for name, kind in _KINDS.items():
+            if not _is(getattr(self, name), kind):
+                bad(name, f"{_KIND_WORDS[kind]}")
         if not (self.dataset in BUILTIN_TASKS or self.dataset.endswith(".npz")):
             bad("dataset", f"choose one of {', '.join(BUILTIN_TASKS)} or a path to a .npz file")
         if self.model not in MODELS:
@@ -83,22 +130,18 @@ class TrainConfig:
             bad("rounding", f"choose one of {', '.join(ROUNDINGS)}")
         if not (isinstance(self.rbits, int) and 0 <= self.rbits <= 32):
             bad("rbits", "an integer from 0 (the whole discarded width) to 32")
-        for name, lo in (("epochs", 1), ("batch_size", 1), ("lanes", 1), ("samples", 2), ("features", 1),
-                         ("classes", 2)):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= lo):
-                bad(name, f"an integer >= {lo}")
-        if self.lanes > 4096:
-            bad("lanes", "at most 4096")
-        if not (isinstance(self.seed, int) and 0 <= self.seed < 2 ** 64):
-            bad("seed", "an integer in [0, 2^64)")
+        for name, (lo, hi) in INT_RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not lo <= value <= hi:
+                bad(name, f"an integer from {lo} to {_bound(hi)}")
+        if self.dataset.startswith("synthetic_"):
+            _check_memory(self.samples, self.features + 1)
         if not (np.isfinite(self.l2) and self.l2 >= 0):
             bad("l2", "a finite number >= 0")
         for name in ("step_size", "mu", "timeout", "condition"):
             value = getattr(self, name)
             if value is not None and not (np.isfinite(value) and value > 0):
                 bad(name, "a finite number > 0" + (" (or unset for the default rule)" if name in ("step_size", "mu") else ""))
-        if self.inner_steps is not None and not (isinstance(self.inner_steps, int) and self.inner_steps >= 1):
-            bad("inner_steps", "an integer >= 1 (or unset for T = n)")
         if "halp" in algos and self.mu is None and self.l2 == 0:
             bad("mu", "HALP's default μ = 10λ needs l2 > 0; set mu explicitly")
         for name in ("data_format", "offset_format", "acc_format"):
@@ -168,7 +211,13 @@ def default_data_format(max_abs: float, bits: int) -> FixedFormat:
 
 def check_capabilities(caps: KernelCapabilities, resolved: dict[str, Any]) -> None:
     """Raise :class:`CapabilityError` (one line naming role, format and the accepted choices)
-    unless the accelerator accepts the resolved run's formats, rounding, problem and widths."""
+    unless the accelerator accepts the resolved run's sizes, formats, rounding, problem and widths."""
+    n, f, c = resolved["n_samples"], resolved["n_features"], resolved["n_outputs"]
+    for name, value, limit in (("n_samples", n, "max_samples"), ("n_features", f, "max_features"),
+                               ("n_outputs", c, "max_outputs"), ("n_samples × n_features", n * f, "max_elements")):
+        if limit in caps.limits and value > caps.limits[limit]:
+            raise CapabilityError("limits", f"{name} = {value} is over the accelerator's {limit} = "
+                                            f"{caps.limits[limit]}")
     caps.check_run(data=resolved["data_format"], offset=resolved["offset_format"],
                    acc=resolved["acc_format"], rounding=resolved["rounding"],
                    n_features=resolved["n_features"], problem=resolved["model"])

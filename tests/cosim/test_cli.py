@@ -353,3 +353,43 @@ def test_unreadable_data_and_all_zero_data(tmp_path):
               "--epochs", "2", "--out", str(tmp_path / "zeros"))
     assert r.returncode == 0, r.stderr
     assert "halp: final gap 0.000e+00" in r.stdout and "lpsgd: final gap 0.000e+00" in r.stdout
+
+
+USER_MISTAKES = [   # (TOML text or None, flags, words the one error line must hold)
+    ("epochs = 99999999999999999999999", [], "epochs: an integer from 1 to 1000000"),
+    ("epochs = true", [], "epochs: an integer; got True"),
+    ("epochs = 9223372036854775807", [], "epochs: an integer from 1 to 1000000"),
+    ("algorithm = 5", [], "algorithms: a list of strings; got 5"),
+    ("dataset = 5", [], "dataset: a string; got 5"),
+    ("out = 5", [], "out: a string; got 5"),
+    ('out = ["a"]', [], "out: a string; got ['a']"),
+    ('name = ["a"]', [], "name: a string; got ['a']"),
+    ('l2 = "0.1"', [], "l2: a number; got '0.1'"),
+    (None, ["--epochs", "99999999999999999999999"], "epochs: an integer from 1 to 1000000"),
+    (None, ["--connect", "foo://bar"], "--connect: cannot connect to 'foo://bar'"),
+    (None, ["--connect", "tcp://127.0.0.1:99999"], "port 99999 is outside 0..65535"),
+    (None, ["--dataset", "synthetic_linear", "--model", "linear", "--samples", "100000000", "--features", "100"],
+     "samples: 100000000 × 101 float64 values need 150.5 GiB to generate"),
+    (None, ["--name", "../../x"], "name: a plain directory name under --out"),
+    (None, ["--name", "/abs/x"], "name: a plain directory name under --out"),
+]
+
+
+@pytest.mark.parametrize("toml,flags,words", USER_MISTAKES, ids=[w for _, _, w in USER_MISTAKES])
+def test_user_mistakes_are_one_error_line_and_exit_2(tmp_path, toml, flags, words):
+    args = ["run", *flags]
+    if toml is not None:
+        (tmp_path / "run.toml").write_text(toml + "\n")
+        args += ["--config", str(tmp_path / "run.toml")]
+    r = cosim(*args, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["run.toml"] if toml else [])   # no results directory
+
+
+def test_data_wider_than_the_accelerator_is_refused_before_any_work(tmp_path):
+    np.savez(tmp_path / "wide.npz", x=np.random.default_rng(0).random((10, 70000)), y=np.arange(10) % 2)
+    r = cosim("run", "--dataset", str(tmp_path / "wide.npz"), "--model", "logistic", "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "n_features = 70001 is over the accelerator's max_features = 65536" in r.stderr
+    assert not (tmp_path / "out").exists() and "Traceback" not in r.stderr

@@ -17,14 +17,16 @@ from protocol.formats import FixedFormat
     ({"bits": 1}, "from 2 to 16"),
     ({"bits": 17}, "from 2 to 16"),
     ({"rounding": "banker"}, "stochastic"),
-    ({"epochs": 0}, ">= 1"),
+    ({"epochs": 0}, "from 1 to 1000000; got 0"),
+    ({"epochs": True}, "epochs: an integer; got True"),
+    ({"features": 2**21}, "from 1 to 2\\^20"),
     ({"step_size": -1.0}, "> 0"),
     ({"l2": 0.0}, "needs l2 > 0"),
     ({"offset_format": "fixed<1"}, "offset_format"),
     ({"policy": "adaptive", "offset_format": "e4m3fn"}, "fixed-point offset formats only"),
     ({"policy": "sometimes"}, "recentre, fixed, adaptive"),
     ({"policy": "fixed"}, "valid: recentre, adaptive"),
-    ({"seed": -1}, "2\\^64"),
+    ({"seed": -1}, "from 0 to 2\\^64 − 1"),
 ])
 def test_validate_names_the_problem(change, match):
     with pytest.raises(ValueError, match=match):
