@@ -68,11 +68,22 @@ def _is(value: Any, kind: str) -> bool:
     return isinstance(value, {"str": str, "int": int, "real": (int, float)}[kind])
 
 
+def _available_memory() -> int:
+    """Bytes the kernel could give this process now (MemAvailable: free memory plus the page
+    cache it can drop); free memory alone where /proc/meminfo is missing."""
+    try:
+        with open("/proc/meminfo") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        return kib * 1024
+    except (OSError, StopIteration, ValueError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def _check_memory(rows: int, cols: int) -> None:
     """Refuse a synthetic data set that cannot be generated here, before allocating it: the
     generator peaks at two float64 copies of the n × d matrix (docs/host.md)."""
     need = 2 * 8 * rows * cols
-    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    available = _available_memory()
     if need > available:
         raise ValueError(f"samples: {rows} × {cols} float64 values need {need / 2**30:.1f} GiB to generate; "
                          f"this machine has {available / 2**30:.1f} GiB available; lower samples or features")
