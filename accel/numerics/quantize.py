@@ -20,6 +20,7 @@ is decoded from its own bits and the result stored back as float32.
 """
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 
 import numpy as np
@@ -503,10 +504,9 @@ def _as_array(x) -> tuple[np.ndarray, object]:
     """(contiguous flat float32/float64 array, a function turning a result array back)."""
     if isinstance(x, (float, int)) and not isinstance(x, bool):
         return np.array([float(x)]), lambda a: float(a[0])
-    try:
-        import torch
-    except ImportError:  # torch is optional for numpy-only callers
-        torch = None
+    # A tensor exists only if its caller imported torch: never import it here (seconds, and
+    # hundreds of MB, for a daemon that only ever sees numpy arrays).
+    torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
         arr = x.detach().cpu().numpy()
         device = x.device

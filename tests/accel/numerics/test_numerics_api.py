@@ -121,3 +121,14 @@ def test_block_exponents_ocp_mx():
     fmt = parse_format("mxfp8")
     x = np.concatenate([np.full(32, 3.0), np.zeros(32), [1e-45] * 5])
     assert block_exponents(x, fmt).tolist() == [1 - 8, -127, -127]
+
+
+def test_quantize_never_imports_torch():
+    """A daemon sees numpy arrays only: importing torch to recognise tensors cost every first
+    load_data 6-9 s and hundreds of MB. Tensors still work once their caller has torch."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np; from accel.numerics import quantize; quantize(np.ones(3), 'fp16'); "
+            "assert 'torch' not in sys.modules; import torch; print(quantize(torch.ones(2), 'bf16').dtype)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "torch.float32", out.stderr
