@@ -1,13 +1,27 @@
-"""``python -m accel --bind ADDRESS [--backend emulated]``: the daemon as its own process."""
+"""``python -m accel --bind ADDRESS [--backend emulated] [--lease SECONDS]``: the daemon as its
+own process."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import threading
 
 from accel import backends
 from accel.daemon import serve
+from protocol.channel import LEASE_S
+
+
+def seconds(text: str) -> float:
+    """A number of seconds > 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"a number of seconds > 0, e.g. 60; got {text!r}")
+    return value
 
 
 def exit_with_parent(poll_s: float = 0.5) -> None:
@@ -32,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count-ops", action="store_true",
                         help="emulated backend: report the operations it performs, counted one by one "
                              "(slower), instead of the analytic counts")
+    parser.add_argument("--lease", type=seconds, default=LEASE_S, metavar="SECONDS",
+                        help="seconds a host's session may be idle before another host's hello may "
+                             f"take the daemon over (default {LEASE_S:g})")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop when the process that started this one exits (cosim run uses this)")
     args = parser.parse_args(argv)
@@ -39,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         exit_with_parent()
     try:
         options = {"counting": True} if args.count_ops else {}
-        serve(args.bind, backend=args.backend, **({"fpga": args.fpga} if args.fpga else options))
+        serve(args.bind, backend=args.backend, lease=args.lease,
+              **({"fpga": args.fpga} if args.fpga else options))
     except KeyboardInterrupt:
         pass
 

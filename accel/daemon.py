@@ -1,14 +1,15 @@
 """The accelerator daemon: a protocol server in front of one backend, with a state machine.
 
-    serve("tcp://127.0.0.1:5555")                 # blocks until a shutdown request
+    serve("tcp://127.0.0.1:5555", lease=60)       # blocks until the session's shutdown
 
-or, as its own process, ``python -m accel --bind ipc:///tmp/a.sock``. The codec checks
-each message on its own (types, ranges, dtypes, ranks, finiteness, session, sequence);
-:class:`Daemon` checks it against the session: whether it is legal in the current state
-and whether its shapes and values agree with the configuration. States
-(``docs/accelerator.md`` has the full table)::
+or, as its own process, ``python -m accel --bind ipc:///tmp/a.sock [--lease 60]``. The codec
+checks each message on its own (types, ranges, dtypes, ranks, finiteness) and the server its
+session (one at a time owns the daemon, leased: :mod:`protocol.channel`); :class:`Daemon`
+checks it against the session's state: whether it is legal now and whether its shapes and
+values agree with the configuration. States (``docs/accelerator.md`` has the full table)::
 
     fresh --configure--> configured --load_data (all rows)--> loaded --recentre--> anchored
+    any state --bye (the session ends, or is taken over)--> fresh
 
 A rejected request leaves the state as it was and the daemon keeps serving.
 
@@ -30,10 +31,11 @@ from threadpoolctl import threadpool_limits
 from accel import backends
 from accel.spec import Backend, KernelConfig, KernelError
 from protocol.capabilities import CapabilityError
-from protocol.channel import Server
+from protocol.channel import LEASE_S, Server
 from protocol.codec import Limits, ProtocolError
-from protocol.messages import (PROTOCOL_VERSION, Ack, Capabilities, Configure, EpochReport, Fetch,
-                               Hello, LoadData, Message, Promote, Recentre, RunEpoch, Shutdown, State)
+from protocol.messages import (PROTOCOL_VERSION, Ack, Bye, Capabilities, Configure, EpochReport,
+                               Fetch, Hello, LoadData, Message, Promote, Recentre, RunEpoch, Shutdown,
+                               State)
 
 STATES = ("fresh", "configured", "loaded", "anchored")
 
@@ -110,9 +112,13 @@ class Daemon:
     # ---- requests -------------------------------------------------------------------
 
     def _on_hello(self, msg: Hello) -> Capabilities:
-        # A hello opens a new session: whatever an earlier (perhaps vanished) host left is dropped.
-        self._reset()
+        # The state is the session's: a new session finds it fresh, since the one before ended
+        # with a bye (its own, or the server's at a takeover); a reopened one finds its own.
         return self.capabilities()
+
+    def _on_bye(self, msg: Bye) -> Ack:
+        self._reset()   # drops the data too: memory goes back before the next session
+        return Ack(of="bye", info={})
 
     def _on_shutdown(self, msg: Shutdown) -> Ack:
         return Ack(of="shutdown", info={})
@@ -227,10 +233,12 @@ def _large_allocations_from_the_system(threshold: int = 1 << 20) -> None:
 
 
 def serve(address: str, backend: str = "emulated", *, limits: Limits = Limits(), tap=None,
-          **backend_options) -> None:
-    """Serve ``backend`` on ``address`` until a shutdown request (or SIGTERM in the main thread)."""
+          lease: float = LEASE_S, **backend_options) -> None:
+    """Serve ``backend`` on ``address`` until the session's shutdown request (or SIGTERM in the
+    main thread); ``lease``: seconds a session may be idle before another host's hello may take
+    the daemon over."""
     _large_allocations_from_the_system()
-    server = Server(address, limits=limits, tap=tap)
+    server = Server(address, limits=limits, tap=tap, lease=lease)
     # The kernels are single-threaded; a BLAS thread pool would only busy-wait after each numpy
     # call and take the core the host's outer loop needs.
     blas = threadpool_limits(1)

@@ -13,13 +13,30 @@ Example::
             server.progress({"steps": chunk})       # each one restarts the client's timeout
         return reply(msg)
 
-Session and sequence rules (checked by the server before the body is validated):
-``hello`` opens a session on its connection; its header carries a non-empty session id and
-seq 1, and a valid hello replaces any earlier session. Every later request carries that
-session (else ``bad_session``) and seq = previous + 1 (else ``bad_sequence``). A request
-rejected for its sequence number does not consume the number; any other request does,
-even one then rejected for a bad field, its state or a handler failure. Replies echo the
-request's seq and session.
+Sessions (``docs/protocol.md`` has the table): one session at a time owns the server, the one
+the last accepted ``hello`` opened, known by its session id (the header's; random per client
+unless given, so whoever holds it is the owner) and the hello's ``client`` name. A hello carries
+a non-empty session id and seq 1; the owner's own hello (same id and client) reopens the session
+with its state. Every other request must carry the session's id, from any connection (a host
+whose connection dropped carries on), else ``bad_session``, and seq = previous + 1, else
+``bad_sequence``. A request rejected for its sequence number does not consume the number; any
+other request does, even one then rejected for a bad field, its state or a handler failure.
+Replies echo the request's seq and session. These checks come before the body's, but a hello's
+claim on the session waits until its body has passed.
+
+Since 1.4 a session is a lease: another client's hello is refused (``busy``, naming the owner's
+client and how long its session has been idle) until the session has been idle ``lease``
+seconds (since its last reply); then it takes the session over: the handler gets a ``bye`` for
+the old session (which drops its state) before the new hello, and the old session's requests
+get ``session_lost``. ``bye`` ends a session; :meth:`Client.close` sends it, so the next client
+need not wait for the lease. A session opened by a host older than 1.4, which cannot say bye,
+has no lease: any hello takes it over. Those older hosts get ``bad_session`` where a 1.4 host
+gets ``busy`` or ``session_lost`` (with the same message).
+
+Memory: ZeroMQ hands over a multipart message only once all of its frames have arrived, and
+bounds each frame (``ZMQ_MAXMSGSIZE`` = ``max_message_bytes``: a larger frame disconnects its
+peer before it is allocated) but not how many there are. The server counts frames and bytes as
+it takes them; over a limit, it drops each of the rest as it comes and answers ``too_large``.
 
 Progress (since 1.2): while the handler works on a request, :meth:`Server.progress` sends a
 ``progress`` message with the request's seq and session, to a 1.2 or later requester only.
@@ -37,6 +54,7 @@ newer (major, minor) to play such a peer) and reads the other's by the rules of
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -46,9 +64,9 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from .codec import (Envelope, Limits, ProtocolError, Version, check_version, decode_message,
-                    encode_parts, pack_header, read_envelope)
-from .messages import (PROTOCOL_VERSION, REPLIES, REQUESTS, Error, Hello, Message, Progress,
-                       Shutdown)
+                    encode_parts, pack_header, read_envelope, size_error)
+from .messages import (ERROR_CODES_SINCE, PROTOCOL_VERSION, REPLIES, REQUESTS, Bye, Error, Hello,
+                       Message, Progress, Shutdown)
 
 __all__ = ["Client", "Server", "TapEvent", "AcceleratorError", "AcceleratorGone",
            "AcceleratorTimeout"]
@@ -61,7 +79,12 @@ HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 5000
 SERVER_LINGER_MS = 1000   # bounded: lets the last reply (to shutdown) leave before exit
 WAIT_SLICE_S = 0.1         # a client notices a lost connection this fast
-MAX_CONNECTIONS = 1024    # session table entries kept; the oldest connection is forgotten
+# A host is silent while it computes (a full gradient, the reference optimum: ~15 s at
+# n = 10^6), so the default lease is generous; a host that dies without bye holds the server
+# this long.
+LEASE_S = 60.0
+BYE_TIMEOUT_S = 1.0       # Client.close waits this long for the ack of its bye
+MAX_LOST = 64             # sessions taken over that are remembered; older ones get bad_session
 
 
 class AcceleratorError(ProtocolError):
@@ -97,13 +120,35 @@ class TapEvent:
 Tap = Callable[[TapEvent], None]
 
 
-def _recv(sock: zmq.Socket, small: int) -> list:
-    """A multipart message: its first ``small`` frames as bytes (cheaper than zmq.Frame for
-    small frames), the tensor frames after them without copying."""
-    frames = [sock.recv() for _ in range(small)]
+def _recv(sock: zmq.Socket) -> list:
+    """A multipart message: its header frame as bytes (cheaper than zmq.Frame for a small
+    frame), the tensor frames after it without copying."""
+    frames = [sock.recv()]
     while sock.getsockopt(zmq.RCVMORE):
         frames.append(sock.recv(copy=False))
     return frames
+
+
+def _recv_request(sock: zmq.Socket, limits: Limits) -> tuple[bytes, list, ProtocolError | None]:
+    """A request from the ROUTER socket: the peer's routing id, its frames as :func:`_recv` gives
+    them, and None; or, for a message over ``limits`` (frames, header or total bytes), an empty
+    list and the ``too_large`` error: from the frame that goes over, every frame is dropped as
+    it is taken and none is kept."""
+    ident = sock.recv()
+    frames: list = []
+    count = header = total = 0
+    error = None
+    while sock.getsockopt(zmq.RCVMORE):
+        frame = sock.recv(copy=not count)
+        count, total = count + 1, total + len(frame)
+        header = total if count == 1 else header
+        if error is None and (error := size_error(count, header, total, limits)) is not None:
+            frames.clear()
+        if error is None:
+            frames.append(frame)
+    if error is not None:
+        error = size_error(count, header, total, limits)   # with the whole message's numbers
+    return ident, frames, error
 
 
 def _send(sock: zmq.Socket, small: list[bytes], tensors: list, *, copy_tensors: bool) -> None:
@@ -147,6 +192,7 @@ class Client:
         self.limits = limits
         self._tap = tap
         self._seq = 0
+        self._bye_due = False    # a session is open with a 1.4 or later accelerator: close() ends it
         self._slice_ms = -1
         self._was_connected = False
         self._connected = False
@@ -159,7 +205,7 @@ class Client:
         try:
             self._sock.connect(address)
         except zmq.ZMQError as exc:
-            self.close(f"cannot connect: {exc}")
+            self._shut(f"cannot connect: {exc}")
             raise ValueError(f"cannot connect to {address!r} ({exc}); addresses look like "
                              "tcp://HOST:PORT, ipc:///PATH or inproc://NAME") from None
 
@@ -194,7 +240,7 @@ class Client:
             # Blocking receives in short slices rather than polling data and monitor sockets:
             # a prompt reply costs one call; a lost connection is noticed within a slice.
             try:
-                reply_frames = _recv(self._sock, 1)
+                reply_frames = _recv(self._sock)
             except zmq.Again:
                 reply_frames = self._wait(msg.TYPE, seq, timeout, since, progressed)
             env = read_envelope(reply_frames, self.limits, self.version)
@@ -215,6 +261,10 @@ class Client:
         if reply.TYPE != msg.REPLY:
             raise ProtocolError("unknown_type", f"{msg.TYPE} was answered by {reply.TYPE}, "
                                                 f"expected {msg.REPLY}")
+        if isinstance(msg, Hello):
+            self._bye_due = min(env.version, self.version) >= Bye.SINCE
+        elif isinstance(msg, (Bye, Shutdown)):
+            self._bye_due = False
         return reply
 
     def _wait(self, what: str, seq: int, timeout: float, since: float, progressed: bool) -> list:
@@ -241,7 +291,7 @@ class Client:
                 self._sock.setsockopt(zmq.RCVTIMEO, slice_ms)
                 self._slice_ms = slice_ms
             try:
-                return _recv(self._sock, 1)
+                return _recv(self._sock)
             except zmq.Again:
                 pass
 
@@ -252,11 +302,28 @@ class Client:
             self._was_connected |= self._connected
 
     def _fail(self, kind: type, text: str) -> None:
-        self.close(text)
+        self._shut(text)
         raise kind(text)
 
     def close(self, reason: str = "closed by its owner") -> None:
-        """Close the socket (pending messages are dropped); later requests raise."""
+        """End the session with ``bye`` if one is open with an accelerator of 1.4 or later,
+        waiting at most ``BYE_TIMEOUT_S`` for its ack, so the accelerator is free for the next
+        client at once; then close the socket (pending messages are dropped). Later requests
+        raise. The bye is not tapped: it carries nothing a replay needs, and whoever holds the
+        tap (a trace file) may be done with it."""
+        if self._closed_because is not None:
+            return
+        try:
+            if self._bye_due:
+                self._tap = None
+                self.request(Bye(), timeout=BYE_TIMEOUT_S)
+        except (ProtocolError, AcceleratorGone):
+            pass   # refused, lost or slow: the session then ends when its lease runs out
+        finally:
+            self._shut(reason)
+
+    def _shut(self, reason: str) -> None:
+        """Close the socket at once, without a bye."""
         if self._closed_because is not None:
             return
         self._closed_because = reason
@@ -273,14 +340,31 @@ class Client:
         self.close()
 
 
+@dataclass
+class _Session:
+    """The session that owns a server (see the module docstring)."""
+
+    id: str               # the header's session id: whoever holds it is the owner
+    client: str           # the hello's client name
+    seq: int              # the last sequence number
+    leased: bool          # its hello and the server are 1.4 or later (older hosts cannot say bye)
+    idle_since: float     # time.monotonic() when its last reply left
+
+
 class Server:
-    """The accelerator's end: validates each request, calls the handler, replies."""
+    """The accelerator's end: validates each request, calls the handler, replies.
+
+    ``lease``: seconds a session may be idle before another client's hello takes it over.
+    """
 
     def __init__(self, address: str, *, limits: Limits = Limits(), tap: Tap | None = None,
                  context: zmq.Context | None = None,
-                 version: Version = PROTOCOL_VERSION) -> None:
+                 version: Version = PROTOCOL_VERSION, lease: float = LEASE_S) -> None:
         check_address(address)
+        if not (isinstance(lease, (int, float)) and not isinstance(lease, bool) and 0 < lease < math.inf):
+            raise ValueError(f"lease must be a number of seconds > 0; got {lease!r}")
         self.version = check_version(version)
+        self.lease = float(lease)
         self.limits = limits
         self._tap = tap
         self._own_ctx = context is None
@@ -300,7 +384,8 @@ class Server:
             raise OSError(f"cannot bind {address} ({exc}); addresses look like tcp://HOST:PORT "
                           "(port 0 picks a free one), ipc:///PATH or inproc://NAME") from None
         self._address = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self._sessions: dict[bytes, list] = {}   # connection id → [session, last seq]
+        self._session: _Session | None = None
+        self._lost: dict[str, str] = {}   # session id taken over → its session_lost message
         self._in_hand: tuple[bytes, Envelope] | None = None   # the request the handler works on
         self._closed = False
 
@@ -315,16 +400,23 @@ class Server:
 
         ``handler(request) -> reply``, calling :meth:`progress` while it works if that takes
         long; raising :class:`ProtocolError` sends that error, any other exception sends
-        ``internal`` — the server keeps serving either way.
+        ``internal`` — the server keeps serving either way. The handler's state belongs to the
+        session: a ``bye`` (the owner's, or the server's when another client takes the session
+        over) must drop it.
         """
         self._sock.rcvtimeo = poll_ms  # a blocking receive is cheaper than poll + receive
         while not (should_stop and should_stop()):
             try:
-                ident, *frames = _recv(self._sock, 2)
+                ident, frames, refused = _recv_request(self._sock, self.limits)
             except zmq.Again:
                 continue
-            request, reply, env = self._answer(ident, frames, handler)
+            if refused is not None:
+                request, reply, env = None, Error(refused.code, refused.message, -1), None
+            else:
+                request, reply, env = self._answer(ident, frames, handler)
             self._send(ident, reply, env)
+            if self._session is not None and env is not None and env.session == self._session.id:
+                self._session.idle_since = time.monotonic()   # idle: since its last reply left
             if isinstance(request, Shutdown) and not isinstance(reply, Error):
                 return
             # Not held while waiting: a load_data's frames are up to max_message_bytes.
@@ -337,13 +429,10 @@ class Server:
             env = read_envelope(frames, self.limits, self.version)
             if self._tap:
                 self._tap(TapEvent(time.monotonic(), "h2a", env.header, frames[1:]))
-            self._check_sequence(ident, env)
+            self._check_session(env)
             request = decode_message(env, frames, self.limits, REQUESTS, self.version)
             if isinstance(request, Hello):
-                self._sessions.pop(ident, None)  # re-insert: the newest connection is kept longest
-                self._sessions[ident] = [env.session, 1]
-                while len(self._sessions) > MAX_CONNECTIONS:
-                    del self._sessions[next(iter(self._sessions))]
+                self._open(env, request, handler)
             self._in_hand = ident, env
             try:
                 reply = handler(request)
@@ -352,8 +441,10 @@ class Server:
             if not (isinstance(reply, Message) and reply.TYPE in (request.REPLY, "error")):
                 raise TypeError(f"the handler answered {request.TYPE} with {reply!r:.60}; "
                                 f"expected {request.REPLY} or error")
+            if isinstance(request, Bye) and not isinstance(reply, Error):
+                self._session = None   # its state is gone: the next hello, anyone's, opens one
         except ProtocolError as exc:
-            reply = Error(exc.code, exc.message, env.seq if env else -1)
+            reply = Error(self._for_peer(exc.code, env), exc.message, env.seq if env else -1)
         except Exception as exc:  # a handler bug must not take the daemon down
             log.exception("handler failed on %s", env.type if env else "?")
             reply = Error("internal", f"{type(exc).__name__}: {exc}", env.seq if env else -1)
@@ -376,23 +467,64 @@ class Server:
                                       self.version)
         self._emit(ident, header, pack_header(header), frames)
 
-    def _check_sequence(self, ident: bytes, env: Envelope) -> None:
+    def _check_session(self, env: Envelope) -> None:
+        """The session and sequence rules; a hello's claim on the session is :meth:`_open`'s."""
         if env.type == "hello":
             if not env.session:
                 raise ProtocolError("bad_session", "hello must carry a non-empty session id")
             if env.seq != 1:
                 raise ProtocolError("bad_sequence", f"hello must carry seq 1; got {env.seq}")
-            return  # a valid hello opens the session once its body has been checked
-        state = self._sessions.get(ident)
-        if state is None:
-            raise ProtocolError("bad_session", f"{env.type!s:.40} before hello: open a session "
-                                               "with hello (seq 1) first")
-        if env.session != state[0]:
-            raise ProtocolError("bad_session", f"session {env.session!r:.60} is not the session "
-                                               f"{state[0]!r} opened by hello on this connection")
-        if env.seq != state[1] + 1:
-            raise ProtocolError("bad_sequence", f"seq {env.seq}, expected {state[1] + 1}")
-        state[1] = env.seq
+            return
+        session = self._session
+        if session is None or env.session != session.id:
+            if env.session in self._lost:
+                raise ProtocolError("session_lost", self._lost[env.session])
+            if session is None:
+                raise ProtocolError("bad_session", f"{env.type!s:.40} before hello: open a session "
+                                                   "with hello (seq 1) first")
+            # The owner's session id is its credential: never named to anyone else.
+            raise ProtocolError("bad_session", f"session {env.session!r:.60} is not the open "
+                                               f"session: {self._in_use(session)}")
+        if env.seq != session.seq + 1:
+            raise ProtocolError("bad_sequence", f"seq {env.seq}, expected {session.seq + 1}")
+        session.seq = env.seq
+
+    def _open(self, env: Envelope, hello: Hello, handler: Callable[[Message], Message]) -> None:
+        """Give the session to ``hello``, whose body has been checked: reopen it for its own
+        session id and client, open one if there is none, take it over from a session idle for
+        the lease (or without one), else refuse (``busy``)."""
+        session, now = self._session, time.monotonic()
+        if session is not None and (env.session, hello.client) != (session.id, session.client):
+            idle = now - session.idle_since
+            if session.leased and idle < self.lease:
+                raise ProtocolError("busy", f"{self._in_use(session)}; another client's hello "
+                                            f"takes it over once it has been idle {self.lease:g} s")
+            # The old session's state goes before the new session can see any of it.
+            ended = handler(Bye())
+            if isinstance(ended, Error):
+                raise ProtocolError(ended.code, ended.message)
+            when = (f"after it had been idle {idle:.1f} s, longer than the lease of "
+                    f"{self.lease:g} s" if session.leased
+                    else "(opened by a host older than 1.4, it had no lease)")
+            self._lost[session.id] = (f"session {session.id!r:.60} was taken over by "
+                                      f"{hello.client!r:.60} {when}; its state is gone")
+            while len(self._lost) > MAX_LOST:
+                del self._lost[next(iter(self._lost))]
+        self._lost.pop(env.session, None)
+        self._session = _Session(env.session, hello.client, 1,
+                                 leased=min(env.version, self.version) >= Bye.SINCE, idle_since=now)
+
+    def _in_use(self, session: _Session) -> str:
+        idle = time.monotonic() - session.idle_since
+        return f"the accelerator is in use by {session.client!r:.60} (idle {idle:.1f} s)"
+
+    def _for_peer(self, code: str, env: Envelope | None) -> str:
+        """``code``, or the one a peer of an older minor gets instead (``ERROR_CODES_SINCE``)."""
+        if code in ERROR_CODES_SINCE and env is not None:
+            since, older = ERROR_CODES_SINCE[code]
+            if min(env.version, self.version) < since:
+                return older
+        return code
 
     def _send(self, ident: bytes, reply: Message, env: Envelope | None) -> None:
         seq, session = (env.seq, env.session) if env else (0, "")

@@ -6,11 +6,11 @@ Example::
     >>> frames = encode(Fetch(), seq=2, session="run-1")
     >>> env, msg = decode(frames)
     >>> env.type, env.seq, env.version, msg
-    ('fetch', 2, (1, 3), Fetch())
+    ('fetch', 2, (1, 4), Fetch())
 
 Frame 0 is the header, a msgpack map with exactly these keys::
 
-    {"v": [1, 3], "type": "load_data", "seq": 3, "session": "run-1",
+    {"v": [1, 4], "type": "load_data", "seq": 3, "session": "run-1",
      "body": {"start": 0},                                   # scalar fields
      "tensors": [{"name": "x", "dtype": "<f8", "shape": [100, 64], "frame": 1}, ...]}
 
@@ -31,12 +31,12 @@ play an older or newer peer. A receiver refuses another major (``bad_version``);
 of a higher minor it ignores body fields and tensors it does not know, and still validates
 every one it does. Example::
 
-    >>> frames = encode(Fetch(), seq=2, session="run-1", version=(1, 4))
+    >>> frames = encode(Fetch(), seq=2, session="run-1", version=(1, 5))
     >>> decode(frames)[0].version
-    (1, 4)
+    (1, 5)
     >>> decode(encode(Fetch(), 2, "run-1", version=(2, 0)))
     Traceback (most recent call last):
-    protocol.codec.ProtocolError: bad_version: protocol version 2.0; this side speaks 1.3 (majors must match)
+    protocol.codec.ProtocolError: bad_version: protocol version 2.0; this side speaks 1.4 (majors must match)
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ from .formats import FormatError, parse_format
 from .messages import ERROR_CODES, MESSAGES, PROTOCOL_VERSION, Message, Scalar, Tensor, spec_of
 
 __all__ = ["Limits", "Envelope", "ProtocolError", "encode", "encode_parts", "decode",
-           "read_envelope", "decode_message", "check_version", "Version"]
+           "read_envelope", "decode_message", "size_error", "check_version", "Version"]
 
 MiB = 1 << 20
 HEADER_KEYS = ("v", "type", "seq", "session", "body", "tensors")
@@ -84,8 +84,8 @@ class Limits:
     """Size limits enforced on receipt (``Limits(max_message_bytes=64 << 20)``).
 
     ``max_message_bytes`` bounds all frames of one message together; the server also sets
-    it as ZeroMQ's ``ZMQ_MAXMSGSIZE``, so a peer sending a larger frame is disconnected by
-    ZeroMQ before Python sees it.
+    it as ZeroMQ's ``ZMQ_MAXMSGSIZE``, which bounds each frame: a peer sending a larger frame is
+    disconnected by ZeroMQ before that frame is allocated.
     """
 
     max_message_bytes: int = 256 * MiB
@@ -214,6 +214,25 @@ def _peer_version(v: Any, version: Version) -> Version:
     return peer
 
 
+def size_error(frames: int, header_bytes: int, total_bytes: int, limits: Limits) -> ProtocolError | None:
+    """The ``too_large`` error for a message of ``frames`` frames, ``header_bytes`` in its header
+    and ``total_bytes`` in all, or None if it is within ``limits``. The three only grow as frames
+    arrive, so a receiver can ask after each frame.
+
+    >>> size_error(17, 100, 100, Limits())
+    ProtocolError('too_large: 17 frames, over the limit of 16')
+    """
+    if frames > limits.max_frames:
+        return ProtocolError("too_large", f"{frames} frames, over the limit of {limits.max_frames}")
+    if header_bytes > limits.max_header_bytes:
+        return ProtocolError("too_large", f"header of {header_bytes} bytes, over the limit of "
+                                          f"{limits.max_header_bytes}")
+    if total_bytes > limits.max_message_bytes:
+        return ProtocolError("too_large", f"message of {total_bytes} bytes, over the limit of "
+                                          f"{limits.max_message_bytes}")
+    return None
+
+
 def read_envelope(frames: Sequence[Any], limits: Limits = Limits(),
                   version: Version = PROTOCOL_VERSION) -> Envelope:
     """Check frame count and sizes, unpack the header, check version and routing keys.
@@ -222,16 +241,10 @@ def read_envelope(frames: Sequence[Any], limits: Limits = Limits(),
     """
     if not frames:
         raise ProtocolError("malformed", "empty message: no header frame")
-    if len(frames) > limits.max_frames:
-        raise ProtocolError("too_large", f"{len(frames)} frames, over the limit of {limits.max_frames}")
     n = _nbytes(frames[0])
-    if n > limits.max_header_bytes:
-        raise ProtocolError("too_large", f"header of {n} bytes, over the limit of "
-                                         f"{limits.max_header_bytes}")
     total = n + sum(_nbytes(f) for f in frames[1:]) if len(frames) > 1 else n
-    if total > limits.max_message_bytes:
-        raise ProtocolError("too_large", f"message of {total} bytes, over the limit of "
-                                         f"{limits.max_message_bytes}")
+    if error := size_error(len(frames), n, total, limits):
+        raise error
     try:
         # Lengths are bounded by the header's byte size, so a declared 2^32-element array
         # cannot make the unpacker allocate more than the header could hold.

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL_VERSION = (1, 3)   # (major, minor); docs/protocol.md, "Versions"
+PROTOCOL_VERSION = (1, 4)   # (major, minor); docs/protocol.md, "Versions"
 
 PROBLEMS = ("linear", "logistic", "softmax")
 ALGORITHMS = ("sgd", "svrg")
@@ -97,7 +97,8 @@ class Message:
 
 @dataclass(frozen=True)
 class Hello(Message):
-    """Open (or reopen) a session; the reply lists what this accelerator can do."""
+    """Open a session, or reopen one's own (same session id and client); the reply lists what
+    this accelerator can do. Refused (``busy``) while another client's session holds it."""
     TYPE: ClassVar[str] = "hello"
     REPLY: ClassVar[str] = "capabilities"
     client: str = _f(Scalar("str"))
@@ -182,9 +183,18 @@ class Fetch(Message):
 
 @dataclass(frozen=True)
 class Shutdown(Message):
-    """Stop the daemon after replying."""
+    """Stop the daemon after replying (only the session's own client may)."""
     TYPE: ClassVar[str] = "shutdown"
     REPLY: ClassVar[str] = "ack"
+
+
+@dataclass(frozen=True)
+class Bye(Message):
+    """Since 1.4: end the session; the accelerator drops its state and is free for the next
+    client's hello at once."""
+    TYPE: ClassVar[str] = "bye"
+    REPLY: ClassVar[str] = "ack"
+    SINCE: ClassVar[tuple[int, int]] = (1, 4)   # older peers refuse the type (unknown_type)
 
 
 # ---- replies (accelerator → host) ---------------------------------------------------
@@ -241,7 +251,19 @@ class State(Message):
     counters: dict = _f(Scalar("dict"))
 
 
-ERROR_CODES = {
+# Codes added by a minor: that minor, and the code a peer of an older one gets instead, with the
+# same message (it would refuse a reply whose code it does not know).
+ERROR_CODES_SINCE = {"busy": ((1, 4), "bad_session"), "session_lost": ((1, 4), "bad_session")}
+
+
+def _since(code: str, meaning: str) -> str:
+    if code not in ERROR_CODES_SINCE:
+        return meaning
+    (major, minor), older = ERROR_CODES_SINCE[code]
+    return f"{meaning} (since {major}.{minor}; an older peer gets {older})"
+
+
+ERROR_CODES = {code: _since(code, meaning) for code, meaning in {
     "malformed": "frames are not a valid protocol message (not msgpack, not a map, bad frame table)",
     "bad_version": "the header's protocol version is not [major, minor], or its major is not the receiver's",
     "unknown_type": "no message of that type",
@@ -255,9 +277,13 @@ ERROR_CODES = {
     "too_large": "a message, tensor or dimension over the configured limit",
     "bad_state": "the message is not allowed now (run_epoch before configure, ...)",
     "bad_sequence": "a sequence number that is not the previous one plus one",
-    "bad_session": "a session id other than the one opened by hello",
+    "bad_session": "no session is open, or the request's session id is not the open session's",
     "internal": "the accelerator failed; the message names the cause",
-}
+    "busy": "another client's session holds the accelerator; the message names that client and "
+            "how long its session has been idle",
+    "session_lost": "the request's session was taken over by another client after it had been "
+                    "idle longer than the lease; its state is gone",
+}.items()}
 
 
 @dataclass(frozen=True)
@@ -282,7 +308,7 @@ class Progress(Message):
 
 
 REQUESTS: dict[str, type] = {c.TYPE: c for c in (Hello, Configure, LoadData, Recentre, RunEpoch,
-                                                  Promote, Fetch, Shutdown)}
+                                                  Promote, Fetch, Shutdown, Bye)}
 # Everything the host decodes: the replies, and the progress that may come before one.
 REPLIES: dict[str, type] = {c.TYPE: c for c in (Capabilities, Ack, EpochReport, State, Error,
                                                  Progress)}

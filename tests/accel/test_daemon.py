@@ -18,10 +18,11 @@ import pytest
 from accel import backends
 from accel.daemon import Daemon, serve
 from protocol.channel import AcceleratorError, AcceleratorTimeout, Client
-from protocol.messages import (Configure, Fetch, Hello, LoadData, Progress, Promote, Recentre,
+from protocol.messages import (Bye, Configure, Fetch, Hello, LoadData, Progress, Promote, Recentre,
                                RunEpoch, Shutdown)
 
 N, F, C = 6, 3, 3
+LEASE = 1.0    # the module's daemon: a vanished client holds it this long
 X = np.linspace(-1, 1, N * F).reshape(N, F)
 Y = np.array([0, 1, 2, 0, 1, 2], dtype=float)
 
@@ -47,7 +48,7 @@ def recentre(**changes) -> Recentre:
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     address = f"ipc://{tmp_path_factory.mktemp('accel')}/a.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "accel", "--bind", address],
+    proc = subprocess.Popen([sys.executable, "-m", "accel", "--bind", address, "--lease", str(LEASE)],
                             stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     assert line.strip() == f"cosim accel: serving emulated on {address}"
@@ -196,6 +197,9 @@ def test_daemon_survives_a_client_that_vanishes_mid_session(daemon):
         # 180 000 steps: about 0.1 s even in the compiled kernels, well past the 10 ms timeout.
         gone.request(run_epoch(order=np.arange(N).repeat(30_000)), timeout=0.01)
     with Client(address, timeout=20) as c:
+        # It said no bye: its session holds the daemon until it has been idle for the lease.
+        refused(c, Hello(client="second"), "busy", "in use by 'first'")
+        time.sleep(LEASE)
         c.request(Hello(client="second"))
         refused(c, run_epoch(), "bad_state", "configure first")   # a new session starts fresh
         loaded(c)
@@ -237,9 +241,9 @@ def test_a_backend_that_declares_progress_gets_it_on_every_instance_and_others_d
 
     daemon = Daemon("rtl", fpga="model", progress=report)
     assert daemon.backend.progress is report
-    for request in (Hello(client="again"), configure(problem="linear", n_outputs=1)):
+    for request in (Bye(), configure(problem="linear", n_outputs=1)):
         before = daemon.backend
-        daemon.handle(request)                    # hello and configure make a new backend
+        daemon.handle(request)                    # bye and configure make a new backend
         assert daemon.backend is not before and daemon.backend.progress is report
     assert not hasattr(Daemon(progress=report).backend, "progress")   # emulated: untouched
 

@@ -3,6 +3,7 @@ vanished clients."""
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,29 @@ def serving(request):
     server.close()
 
 
+@contextmanager
+def leased_server(lease: float = 60.0, version=PROTOCOL_VERSION, seen: list | None = None):
+    """A server with ``lease`` on ipc, in a thread, answering with ``handler`` and appending the
+    type of every message the handler gets to ``seen``; yields (server, thread)."""
+    server = Server(_ipc(), lease=lease, version=version)
+    stop = threading.Event()
+
+    def recording(msg: m.Message) -> m.Message:
+        if seen is not None:
+            seen.append(msg.TYPE)
+        return handler(msg)
+
+    thread = threading.Thread(target=server.serve, args=(recording,),
+                              kwargs={"poll_ms": 20, "should_stop": stop.is_set}, daemon=True)
+    thread.start()
+    try:
+        yield server, thread
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
 @pytest.mark.parametrize("serving", ["tcp", "ipc"], indirect=True)
 def test_client_talks_to_server_and_shutdown_stops_serving(serving):
     server, thread, _ = serving
@@ -110,9 +134,11 @@ def test_taps_see_both_directions_on_both_ends(serving):
     with Client(server.address, session="s", tap=client_taps.append) as client:
         client.request(m.Hello(client="t"))
         client.request(m.Fetch())
-    for taps in (client_taps, server_taps):
-        assert [(e.direction, e.header["type"], e.header["seq"]) for e in taps] == [
-            ("h2a", "hello", 1), ("a2h", "capabilities", 1), ("h2a", "fetch", 2), ("a2h", "state", 2)]
+    seen = [("h2a", "hello", 1), ("a2h", "capabilities", 1), ("h2a", "fetch", 2), ("a2h", "state", 2)]
+    assert [(e.direction, e.header["type"], e.header["seq"]) for e in client_taps] == seen
+    # close() ended the session with a bye, which the client does not tap
+    assert [(e.direction, e.header["type"], e.header["seq"]) for e in server_taps] == [
+        *seen, ("h2a", "bye", 3), ("a2h", "ack", 3)]
     state = client_taps[3]
     assert state.header["tensors"][0]["shape"] == [2, 1]
     assert bytes(state.frames[0]) == np.full((2, 1), 0.25).tobytes()
@@ -232,19 +258,23 @@ def test_killing_the_accelerator_mid_request_raises_at_once_not_after_the_timeou
         proc.wait()
 
 
-def test_server_survives_a_client_that_vanishes_mid_request(serving):
-    server, thread, _ = serving
-    gone = Client(server.address)
-    gone.request(m.Hello(client="gone"))
-    with pytest.raises(AcceleratorTimeout):
-        gone.request(m.RunEpoch(algorithm="sgd", epoch=0, steps=1, step_size=0.3, batch_size=1,
-                                order=np.zeros(1, "<u4")), timeout=0.05)
-    with Client(server.address) as client:   # the server replies into the void, then serves us
-        client.request(m.Hello(client="next"))
-        report = client.request(m.RunEpoch(algorithm="sgd", epoch=4, steps=2, step_size=0.01,
-                                           batch_size=1, order=np.zeros(2, "<u4")))
-        assert (report.epoch, report.steps) == (4, 2)
-    assert thread.is_alive()
+def test_server_survives_a_client_that_vanishes_mid_request():
+    with leased_server(lease=0.3) as (server, thread):
+        gone = Client(server.address)
+        gone.request(m.Hello(client="gone"))
+        with pytest.raises(AcceleratorTimeout):
+            gone.request(m.RunEpoch(algorithm="sgd", epoch=0, steps=1, step_size=0.3, batch_size=1,
+                                    order=np.zeros(1, "<u4")), timeout=0.05)
+        with Client(server.address) as client:   # the server replies into the void, then serves us
+            # The vanished client said no bye: its session holds the server for its lease.
+            with pytest.raises(AcceleratorError, match="busy: the accelerator is in use by 'gone'"):
+                client.request(m.Hello(client="next"))
+            time.sleep(0.3)
+            client.request(m.Hello(client="next"))
+            report = client.request(m.RunEpoch(algorithm="sgd", epoch=4, steps=2, step_size=0.01,
+                                               batch_size=1, order=np.zeros(2, "<u4")))
+            assert (report.epoch, report.steps) == (4, 2)
+        assert thread.is_alive()
 
 
 def test_server_should_stop_ends_serving_and_close_does_not_hang():
@@ -338,11 +368,13 @@ def test_progress_restarts_the_timeout_of_a_request_three_timeouts_long():
             assert (report.epoch, report.steps) == (0, 9)
             assert isinstance(client.request(m.Fetch()), m.State)   # the next request is fine
     assert got == [m.Progress("run_epoch", {"steps": k}) for k in range(1, 10)]
-    for taps in (client_taps, server_taps):
-        assert [(e.direction, e.header["type"], e.header["seq"]) for e in taps] == [
-            ("h2a", "hello", 1), ("a2h", "capabilities", 1), ("h2a", "run_epoch", 2),
+    seen = [("h2a", "hello", 1), ("a2h", "capabilities", 1), ("h2a", "run_epoch", 2),
             *[("a2h", "progress", 2)] * 9, ("a2h", "epoch_report", 2),
             ("h2a", "fetch", 3), ("a2h", "state", 3)]
+    assert [(e.direction, e.header["type"], e.header["seq"]) for e in client_taps] == seen
+    assert [(e.direction, e.header["type"], e.header["seq"]) for e in server_taps] == [
+        *seen, ("h2a", "bye", 4), ("a2h", "ack", 4)]
+    for taps in (client_taps, server_taps):
         assert {e.header["session"] for e in taps} == {client.session}
     assert [e.header["body"] for e in client_taps if e.header["type"] == "progress"] == [
         {"of": "run_epoch", "info": {"steps": k}} for k in range(1, 10)]
@@ -443,3 +475,112 @@ def test_progress_for_another_request_is_a_protocol_error(seq_shift, session):
             assert err.value.message.startswith("progress carries seq")
     finally:
         router.close()
+
+
+# ---- sessions: one owner at a time, leased (since 1.4) -----------------------------------
+# tests/accel/test_sessions.py tries every request type against a real daemon.
+
+LEASE = 0.3
+
+
+def _refused(client: Client, msg: m.Message, code: str) -> str:
+    with pytest.raises(AcceleratorError) as err:
+        client.request(msg)
+    assert err.value.code == code, err.value
+    return err.value.message
+
+
+def test_a_live_session_refuses_another_clients_hello_and_requests():
+    seen: list[str] = []
+    with leased_server(seen=seen) as (server, _):
+        with Client(server.address, session="owner-token") as owner, Client(server.address) as other:
+            owner.request(m.Hello(client="owner"))
+            text = _refused(other, m.Hello(client="other"), "busy")
+            assert re.fullmatch(r"the accelerator is in use by 'owner' \(idle \d+\.\d s\); another "
+                                r"client's hello takes it over once it has been idle 60 s", text)
+            for msg in (m.Fetch(), m.Bye(), m.Shutdown()):
+                text = _refused(other, msg, "bad_session")
+                assert "is not the open session: the accelerator is in use by 'owner'" in text
+                assert "owner-token" not in text        # the owner's credential is never named
+            assert isinstance(owner.request(m.Fetch()), m.State)
+        assert seen == ["hello", "fetch", "bye"]       # nothing of the other client's got through
+
+
+def test_bye_ends_the_session_so_the_next_client_need_not_wait_for_the_lease():
+    seen: list[str] = []
+    with leased_server(seen=seen) as (server, _):
+        with Client(server.address) as first:
+            first.request(m.Hello(client="first"))
+        with Client(server.address) as second:          # at once: the first one's close said bye
+            second.request(m.Hello(client="second"))
+            assert isinstance(second.request(m.Fetch()), m.State)
+        assert seen == ["hello", "bye", "hello", "fetch", "bye"]
+        with Client(server.address) as late:
+            late.request(m.Hello(client="late"))
+            assert late.request(m.Bye()) == m.Ack("bye", {})
+            assert "fetch before hello" in _refused(late, m.Fetch(), "bad_session")
+
+
+def test_a_session_idle_for_its_lease_is_taken_over_and_its_owner_gets_session_lost():
+    seen: list[str] = []
+    with leased_server(LEASE, seen=seen) as (server, _):
+        with Client(server.address, session="owner-token") as owner:
+            owner.request(m.Hello(client="owner"))
+            time.sleep(LEASE + 0.1)
+            assert isinstance(owner.request(m.Fetch()), m.State)   # unchallenged, it carries on
+            time.sleep(LEASE + 0.1)
+            with Client(server.address) as other:
+                assert other.request(m.Hello(client="other")) == CAPS
+                # The handler dropped the old session's state before the new one could see it.
+                assert seen == ["hello", "fetch", "bye", "hello"]
+                text = _refused(owner, m.Fetch(), "session_lost")
+                assert re.fullmatch(r"session 'owner-token' was taken over by 'other' after it had "
+                                    r"been idle \d+\.\d s, longer than the lease of 0\.3 s; its state "
+                                    r"is gone", text)
+                assert isinstance(other.request(m.Fetch()), m.State)
+        assert seen[4:] == ["fetch", "bye"]     # the lost owner's close: its bye was refused
+
+
+def test_the_owner_reopens_its_session_from_a_new_connection_and_keeps_its_state():
+    seen: list[str] = []
+    with leased_server(seen=seen) as (server, _):
+        first = Client(server.address, session="token")
+        first.request(m.Hello(client="host"))
+        first.request(m.Fetch())
+        first._shut("network dropped")            # no bye: the connection just goes
+        with Client(server.address, session="token") as again:
+            text = _refused(again, m.Hello(client="another host"), "busy")   # id and client, both
+            assert text.startswith("the accelerator is in use by 'host'")
+            assert again.request(m.Hello(client="host")) == CAPS
+            assert isinstance(again.request(m.Fetch()), m.State)
+        assert seen == ["hello", "fetch", "hello", "fetch", "bye"]   # no bye until the end
+
+
+@pytest.mark.parametrize("old", [(1, 3), (1, 0)], ids=["1.3", "1.0"])
+def test_older_hosts_get_bad_session_instead_and_their_sessions_have_no_lease(old):
+    with leased_server() as (server, _):
+        with Client(server.address) as owner, Client(server.address, version=old) as older:
+            owner.request(m.Hello(client="owner"))
+            text = _refused(older, m.Hello(client="older"), "bad_session")
+            assert text.startswith("the accelerator is in use by 'owner' (idle ")
+        with Client(server.address, session="old-token", version=old) as older:
+            older.request(m.Hello(client="older"))       # cannot say bye: no lease
+            with Client(server.address) as newer:
+                assert newer.request(m.Hello(client="newer")) == CAPS
+                text = _refused(older, m.Fetch(), "bad_session")
+                assert text == ("session 'old-token' was taken over by 'newer' (opened by a host "
+                                "older than 1.4, it had no lease); its state is gone")
+
+
+def test_a_server_playing_1_3_leases_nothing_and_sends_no_new_codes():
+    with leased_server(version=(1, 3)) as (server, _):
+        with Client(server.address, session="first") as first, Client(server.address) as second:
+            first.request(m.Hello(client="first"))
+            assert second.request(m.Hello(client="second")) == CAPS
+            assert "was taken over by 'second'" in _refused(first, m.Fetch(), "bad_session")
+
+
+@pytest.mark.parametrize("lease", [0, -1.0, float("inf"), float("nan"), True, "60"])
+def test_a_lease_is_a_positive_number_of_seconds(lease):
+    with pytest.raises(ValueError, match="lease must be a number of seconds > 0"):
+        Server(_ipc(), lease=lease)

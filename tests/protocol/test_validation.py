@@ -120,7 +120,7 @@ CASES: list[tuple[str, Callable[[], list], str, str]] = [
      "malformed", "extension"),
     ("no version", lambda: [msgpack.packb({"type": "fetch", "seq": 2})], "malformed", "no protocol version"),
     ("another major", lambda: [_header("fetch", {}, v=[2, 0])], "bad_version",
-     "protocol version 2.0; this side speaks 1.3 (majors must match)"),
+     "protocol version 2.0; this side speaks 1.4 (majors must match)"),
     ("bare int version other than 1", lambda: [_header("fetch", {}, v=2)], "bad_version",
      "protocol version 2 is not [major, minor]"),
     ("bool version", lambda: [_header("fetch", {}, v=True)], "bad_version", "True"),
@@ -172,9 +172,11 @@ CASES: list[tuple[str, Callable[[], list], str, str]] = [
      "load_data.x: shape [100, 100] of <f8 is 80000 bytes"),
     ("declared 10^12 elements", lambda: _load(shape=[10**6, 10**6]), "too_large", "load_data.x"),
     ("too many frames", lambda: [_header("fetch", {})] + [b""] * 4, "too_large", "5 frames"),
+    ("far too many frames", lambda: [_header("fetch", {})] + [b"x"] * 39, "too_large",
+     "40 frames, over the limit of 4"),
     ("header over the limit", lambda: _configure_body(colour="x" * 5000), "too_large", "header of"),
     ("message over the limit", lambda: [_header("fetch", {}), b"\0" * 600_000, b"\0" * 600_000],
-     "too_large", "over the limit of 1048576"),
+     "too_large", f"message of {len(_header('fetch', {})) + 1_200_000} bytes, over the limit of 1048576"),
     ("handler's protocol error", lambda: encode(m.Promote(offset_format="fixed<1,7>"), 2, SESSION),
      "bad_state", "promote before configure"),
     ("handler crash", lambda: encode(m.Recentre(full_grad=np.zeros((4, 3))), 2, SESSION),
@@ -216,22 +218,29 @@ def test_out_of_order_sequence_is_rejected_and_does_not_consume_a_number(peer, s
     assert isinstance(reply, m.State)
 
 
-def test_request_before_hello_is_bad_session_then_hello_opens_it(address):
-    p = Peer(address)
-    try:
-        _, reply = p.send(m.Fetch(), 1)
-        assert reply.code == "bad_session" and "before hello" in reply.message
-        _, reply = p.send(m.Hello(client="late"), 1)
-        assert isinstance(reply, m.Capabilities)
-        _, reply = p.send(m.Fetch(), 2)
-        assert isinstance(reply, m.State)
-    finally:
-        p.close()
+def test_request_before_hello_is_bad_session_then_hello_opens_it():
+    with tempfile.TemporaryDirectory(prefix="cosim-") as tmp:
+        server, stop, thread = _serve(f"ipc://{tmp}/fresh.sock")    # no session open yet
+        p = Peer(server.address)
+        try:
+            _, reply = p.send(m.Fetch(), 1)
+            assert reply.code == "bad_session" and "before hello" in reply.message
+            _, reply = p.send(m.Hello(client="late"), 1)
+            assert isinstance(reply, m.Capabilities)
+            _, reply = p.send(m.Fetch(), 2)
+            assert isinstance(reply, m.State)
+        finally:
+            p.close()
+            stop.set()
+            thread.join(5)
+            server.close()
 
 
-def test_other_session_id_is_bad_session(peer):
+def test_other_session_id_is_bad_session_naming_the_owner_but_not_its_id(peer):
     _, reply = peer.send(m.Fetch(), 2, session="intruder")
     assert reply.code == "bad_session" and "'intruder'" in reply.message
+    assert "the accelerator is in use by 'test' (idle " in reply.message
+    assert SESSION not in reply.message       # the session id is the owner's credential
     _, reply = peer.send(m.Fetch(), 2)
     assert isinstance(reply, m.State)
 
@@ -247,36 +256,41 @@ def test_hello_needs_a_session_id_and_seq_1(peer):
     assert isinstance(reply, m.State)
 
 
-def test_new_hello_replaces_the_session(peer):
+def test_another_sessions_hello_is_busy_and_the_session_carries_on(peer):
     peer.send(m.Fetch(), 2)
-    _, reply = peer.send(m.Hello(client="again"), 1, session="sess-2")
-    assert isinstance(reply, m.Capabilities)
+    for session, client in (("sess-2", "again"), ("sess-2", "test"), (SESSION, "another")):
+        _, reply = peer.send(m.Hello(client=client), 1, session=session)
+        assert reply.code == "busy" and reply.message.startswith("the accelerator is in use by 'test' (idle ")
     _, reply = peer.send(m.Fetch(), 3)
-    assert reply.code == "bad_session"
-    _, reply = peer.send(m.Fetch(), 2, session="sess-2")
+    assert isinstance(reply, m.State)
+    _, reply = peer.send(m.Hello(client="test"), 1)    # its own id and client: reopened
+    assert isinstance(reply, m.Capabilities)
+    _, reply = peer.send(m.Fetch(), 2)
     assert isinstance(reply, m.State)
 
 
-def test_sessions_are_per_connection(address, peer):
+def test_a_session_is_its_id_not_its_connection(address, peer):
     other = Peer(address)
     try:
-        _, reply = other.send(m.Fetch(), 2)     # same session id, but never said hello
-        assert reply.code == "bad_session"
+        _, reply = other.send(m.Fetch(), 2)     # the session's id and next seq: a reconnected host
+        assert isinstance(reply, m.State)
     finally:
         other.close()
     _, reply = peer.send(m.Fetch(), 2)
+    assert reply.code == "bad_sequence" and "expected 3" in reply.message
+    _, reply = peer.send(m.Fetch(), 3)
     assert isinstance(reply, m.State)
 
 
 def test_frame_over_zmq_maxmsgsize_disconnects_only_that_peer(address):
     big = Peer(address)
-    big.send(m.Hello(client="big"), 1)
+    big.send(m.Hello(client="test"), 1)        # the session's own id and client: reopened
     big.sock.send_multipart([_header("fetch", {}), b"\0" * (LIMITS.max_message_bytes + 1)])
     assert not big.sock.poll(300)              # no reply: ZeroMQ dropped the connection
     big.close()
     p = Peer(address)
     try:
-        _, reply = p.send(m.Hello(client="after"), 1)
+        _, reply = p.send(m.Hello(client="test"), 1)
         assert isinstance(reply, m.Capabilities)
     finally:
         p.close()
