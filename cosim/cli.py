@@ -12,6 +12,7 @@
     cosim replay runs/<run> [--backend rtl]    # re-send the requests, compare the replies bit for bit
     cosim energy runs/<run> [--link eth10g]    # energy by category, to a target gap
     cosim sweep bits.toml [--ray local]        # many runs from a grid, in parallel, resumable
+    cosim reproduce [halp ...] [--size reduced] # published claims as sweeps, judged: report.md
 """
 from __future__ import annotations
 
@@ -401,12 +402,15 @@ def accel(
     backend: Annotated[str, Opt(help="Accelerator backend: emulated, or rtl (needs --fpga).")] = "emulated",
     fpga: Annotated[Optional[str], Opt(help="rtl backend: the board's Etherbone address udp://HOST:PORT (a LiteX board, or `cosim fpga-sim`).")] = None,
     count_ops: Annotated[bool, Opt("--count-ops", help="Emulated backend: report the operations it performs, counted one by one (slower), instead of the analytic counts.")] = False,
+    lease: Annotated[Optional[float], Opt(help="Seconds a host's session may be idle before another host's hello may take the daemon over. Default 60.")] = None,
 ) -> None:
-    """Serve the accelerator daemon until a host sends shutdown (or Ctrl-C)."""
+    """Serve the accelerator daemon until the host holding it sends shutdown (or Ctrl-C)."""
     from accel import backends
 
     if backend not in backends.names():
         _fail(f"unknown backend {backend!r}; available: {', '.join(backends.names())}")
+    if lease is not None and not 0 < lease < float("inf"):
+        _fail(f"--lease must be a number of seconds > 0, e.g. 60; got {lease}")
     if count_ops and backend != "emulated":
         _fail("--count-ops is a mode of the emulated backend")
     try:
@@ -417,7 +421,7 @@ def accel(
     from accel.daemon import serve
     from accel.spec import KernelError
     try:
-        serve(bind, backend=backend, **options)
+        serve(bind, backend=backend, **({"lease": lease} if lease is not None else {}), **options)
     except KeyboardInterrupt:
         err.print("cosim accel: stopped")
     except (BusError, KernelError) as exc:
@@ -721,6 +725,23 @@ def _resolve_point(settings: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(str(exc)) from None
 
 
+def _runner(ray: Optional[str], jobs: Optional[int], root: Path) -> Any:
+    """The runner of a sweep directory: local processes, or Ray tasks with --ray (exit 1 if Ray
+    is missing or unreachable)."""
+    from rich.markup import escape
+
+    from cosim.sweep import LocalRunner, RayRunner, cpu_count
+
+    if ray is None:
+        return LocalRunner(jobs or cpu_count(), root / ".staging")
+    try:
+        return RayRunner(ray, jobs)
+    except ImportError:
+        _fail("--ray needs the ray package: pip install 'ray>=2.9'", code=1)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        _fail(f"cannot start or reach Ray at {escape(ray)}: {escape(str(exc))}", code=1)
+
+
 @app.command()
 def sweep(
     file: Annotated[Path, typer.Argument(help="The sweep file (TOML; the format is above and in docs/sweep.md).")],
@@ -760,7 +781,7 @@ def sweep(
     """
     from rich.markup import escape
 
-    from cosim.sweep import LocalRunner, RayRunner, SweepError, check_points, cpu_count, read_sweep, run_sweep
+    from cosim.sweep import SweepError, check_points, read_sweep, run_sweep
 
     try:
         spec = read_sweep(file, _settable(), config_key)
@@ -783,20 +804,61 @@ def sweep(
     except OSError as exc:
         _fail(f"cannot create the sweep directory {escape(str(root))}: {exc.strerror or exc}; "
               "choose another with --out")
-    if ray is None:
-        runner = LocalRunner(jobs or cpu_count(), root / ".staging")
-    else:
-        try:
-            runner = RayRunner(ray, jobs)
-        except ImportError:
-            _fail("--ray needs the ray package: pip install 'ray>=2.9'", code=1)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            _fail(f"cannot start or reach Ray at {escape(ray)}: {escape(str(exc))}", code=1)
+    runner = _runner(ray, jobs, root)
     console.print(f"[bold]cosim sweep[/] {escape(spec.name)}: {len(spec.points)} points{note}, "
                   f"{runner.jobs} at a time{' on Ray' if ray else ''} → {escape(str(root))}")
     outcome = run_sweep(spec, resolved, root, runner, console)
     console.print(f"{outcome.completed} completed, {outcome.failed} failed, {outcome.skipped} completed "
                   f"before; summary in {escape(str(root / 'summary.csv'))} (and .parquet, PNGs)")
+    if outcome.interrupted:
+        raise typer.Exit(130)
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def reproduce(
+    claims: Annotated[Optional[list[str]], typer.Argument(help="Claims by name or number (default: all): 1 halp, 2 floor, 3 rounding, 4 accumulation, 5 policy.", show_default=False)] = None,
+    size: Annotated[str, Opt(help="full: the claim as stated; reduced: few points and epochs (the CI check, about a minute).")] = "full",
+    out: Annotated[str, Opt(help="The report goes to OUT/reproduce/report.md, each claim's sweep to OUT/reproduce/<claim>/.")] = "sweeps",
+    jobs: Annotated[Optional[int], Opt("--jobs", "-j", help="Points run at once. Default: the number of cores (with --ray: the cluster's CPUs).")] = None,
+    ray: Annotated[Optional[str], Opt("--ray", help="Run the points as Ray tasks: local, auto or a cluster address (as cosim sweep).")] = None,
+) -> None:
+    """Run published low-precision training claims as sweeps and judge each.
+
+    1 halp: HALP at 8 bits converges at SVRG's rate, LP-SGD and LP-SVRG
+    stall (De Sa et al. 2018); 2 floor: LP-SGD's floor falls with b; 3
+    rounding: nearest-even stalls at few bits, stochastic does not (Gupta et
+    al. 2015); 4 accumulation: fp16 / (1,6,9) sums of ones stall at 2048 /
+    1024, chunk 64 stays exact to 65536 (Wang et al. 2018); 5 policy: the
+    adaptive policy beats fixed 16 bits in bit_ops. Each sweep is resumable
+    (rerun: completed points are kept). Writes OUT/reproduce/report.md with
+    a table, a PNG and holds / does not hold per claim (docs/reproduce.md).
+    Exit code 0 when everything ran (whatever the verdicts), 1 when a run
+    failed, 2 for bad arguments, 130 when interrupted.
+    """
+    from rich.markup import escape
+
+    from cosim.reproduce import SIZES, reproduce as run_claims, select, write_report
+    from cosim.sweep import check_points, read_sweep
+
+    try:
+        chosen = select(claims or [])
+    except ValueError as exc:
+        _fail(escape(str(exc)))
+    if size not in SIZES:
+        _fail(f"--size: one of {', '.join(SIZES)}; got {size!r}")
+    if jobs is not None and jobs < 1:
+        _fail(f"--jobs must be at least 1; got {jobs}")
+
+    def load(path: Path) -> tuple[Any, dict[str, dict]]:
+        spec = read_sweep(path, _settable(), config_key)
+        return spec, check_points(spec, _resolve_point)
+
+    results, outcome = run_claims(chosen, size, Path(out), load, lambda root: _runner(ray, jobs, root), console)
+    report = write_report(results, size, Path(out) / "reproduce" / "report.md")
+    held = sum(bool(r.verdict and r.verdict.holds) for r in results)
+    console.print(f"{held} of {len(results)} claims hold; report in {escape(str(report))}")
     if outcome.interrupted:
         raise typer.Exit(130)
     if outcome.failed:

@@ -25,7 +25,7 @@ from cosim.results import GAP_FLOOR
 from cosim.sweep import Sweep, read_record, run_status
 
 __all__ = ["TARGETS", "HEATMAP_TARGET", "TIME_COLUMNS", "summary_rows", "write_summary", "op_totals",
-           "final_gaps", "target_column"]
+           "final_gaps", "target_column", "read_epochs", "pyplot"]
 
 TARGETS = (1e-2, 1e-4, 1e-6, 1e-8, 1e-10)
 HEATMAP_TARGET = 1e-6
@@ -63,7 +63,8 @@ def op_totals(ops: Mapping[str, int]) -> dict[str, int]:
             **{f"ops_{k}": v for k, v in kinds.items()}}
 
 
-def _metrics(run_dir: Path) -> list[dict]:
+def read_epochs(run_dir: Path) -> list[dict]:
+    """The per-epoch records of a run directory's ``metrics.json`` ([] without one)."""
     try:
         return json.loads((run_dir / "metrics.json").read_text())["epochs"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -72,7 +73,7 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 def final_gaps(run_dir: Path) -> dict[str, float]:
     """{algorithm: its last recorded relative gap} of a run directory."""
-    return {r["algorithm"]: r["gap"] for r in _metrics(run_dir)}
+    return {r["algorithm"]: r["gap"] for r in read_epochs(run_dir)}
 
 
 def summary_rows(sweep: Sweep, resolved: dict[str, dict], root: Path) -> list[dict[str, Any]]:
@@ -83,7 +84,7 @@ def summary_rows(sweep: Sweep, resolved: dict[str, dict], root: Path) -> list[di
     for p in sweep.points:
         run_dir = root / "runs" / p.id
         status = run_status(run_dir)
-        records, extra = _metrics(run_dir), read_record(run_dir)
+        records, extra = read_epochs(run_dir), read_record(run_dir)
         config = resolved[p.id]
         for alg in config["algorithms"]:
             rs = [r for r in records if r["algorithm"] == alg]
@@ -139,7 +140,8 @@ def _type(column: str) -> Any:
 
 # ---- plots ---------------------------------------------------------------------------------------
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,7 +163,7 @@ def _groups(rows: list[dict], key: Any) -> dict[Any, list[dict]]:
 def plot_gap_vs_bits(rows: list[dict], path: Path) -> None:
     """Final gap against bits, a line through the medians per algorithm (and policy), every
     run a dot; a float64 host algorithm is a dashed level."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, rs in _groups(rows, _label).items():
         gaps = [max(r["final_gap"], GAP_FLOOR) for r in rs]
@@ -190,7 +192,7 @@ def plot_epochs_to_target(rows: list[dict], path: Path, target: float = HEATMAP_
     runs that reached it ("k/n" when only k of n did, "—" when none did)."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     labels = list(_groups(rows, _label))
     bits = sorted({r["bits"] for r in rows})
     cells = _groups(rows, lambda r: (_label(r), r["bits"]))
@@ -220,7 +222,7 @@ def plot_epochs_to_target(rows: list[dict], path: Path, target: float = HEATMAP_
 def plot_pareto(rows: list[dict], path: Path) -> None:
     """Final gap against energy (bit_ops when a run has no energy), every run a dot, the
     Pareto front (no other run both cheaper and closer) a line with its runs named."""
-    plt = _pyplot()
+    plt = pyplot()
     use_energy = all(r["energy_j"] is not None for r in rows)
     cost = "energy_j" if use_energy else "bit_ops"
     shown = [r for r in rows if r[cost]]   # a log axis has no 0 (host runs have no bit_ops)
