@@ -1,5 +1,5 @@
-"""``python -m accel --bind ADDRESS [--backend emulated] [--lease SECONDS]``: the daemon as its
-own process."""
+"""``python -m accel --bind ADDRESS [--backend emulated] [--lease SECONDS] [--keys DIR --allow DIR
+| --insecure]``: the daemon as its own process."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,7 @@ import threading
 from accel import backends
 from accel.daemon import serve
 from protocol.channel import LEASE_S
+from protocol.keys import server_keys
 
 
 def seconds(text: str) -> float:
@@ -49,17 +50,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lease", type=seconds, default=LEASE_S, metavar="SECONDS",
                         help="seconds a host's session may be idle before another host's hello may "
                              f"take the daemon over (default {LEASE_S:g})")
+    parser.add_argument("--keys", metavar="DIR",
+                        help="serve with CurveZMQ: the daemon's key pair (DIR/NAME.key_secret, from "
+                             "`cosim keys new`); needs --allow")
+    parser.add_argument("--allow", metavar="DIR", help="with --keys: serve only the hosts whose "
+                                                       "public keys (NAME.key) are in DIR")
+    parser.add_argument("--insecure", action="store_true",
+                        help="serve a non-loopback tcp address without keys")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop when the process that started this one exits (cosim run uses this)")
     args = parser.parse_args(argv)
+    if (args.keys is None) != (args.allow is None):
+        parser.error("--keys and --allow go together: the daemon's key pair and its clients' public keys")
+    if args.keys and args.insecure:
+        parser.error("--insecure is for serving without keys; drop it or --keys/--allow")
+    try:
+        curve = server_keys(args.keys, args.allow) if args.keys else None
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.exit_with_parent:
         exit_with_parent()
     try:
         options = {"counting": True} if args.count_ops else {}
-        serve(args.bind, backend=args.backend, lease=args.lease,
+        serve(args.bind, backend=args.backend, lease=args.lease, curve=curve, insecure=args.insecure,
               **({"fpga": args.fpga} if args.fpga else options))
     except KeyboardInterrupt:
         pass
+    except (OSError, ValueError) as exc:   # the address: malformed, in use, or exposed without keys
+        parser.exit(2, f"python -m accel: cannot serve on {args.bind}: {exc}\n")
 
 
 if __name__ == "__main__":

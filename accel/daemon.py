@@ -33,6 +33,7 @@ from accel.spec import Backend, KernelConfig, KernelError
 from protocol.capabilities import CapabilityError
 from protocol.channel import LEASE_S, Server
 from protocol.codec import Limits, ProtocolError
+from protocol.keys import ServerKeys
 from protocol.messages import (PROTOCOL_VERSION, Ack, Bye, Capabilities, Configure, EpochReport,
                                Fetch, Hello, LoadData, Message, Promote, Recentre, RunEpoch, Shutdown,
                                State)
@@ -233,12 +234,14 @@ def _large_allocations_from_the_system(threshold: int = 1 << 20) -> None:
 
 
 def serve(address: str, backend: str = "emulated", *, limits: Limits = Limits(), tap=None,
-          lease: float = LEASE_S, **backend_options) -> None:
+          lease: float = LEASE_S, curve: ServerKeys | None = None, insecure: bool = False,
+          **backend_options) -> None:
     """Serve ``backend`` on ``address`` until the session's shutdown request (or SIGTERM in the
     main thread); ``lease``: seconds a session may be idle before another host's hello may take
-    the daemon over."""
+    the daemon over; ``curve``: serve only the hosts it lists, encrypted (an address other
+    machines can reach needs it, or ``insecure``)."""
     _large_allocations_from_the_system()
-    server = Server(address, limits=limits, tap=tap, lease=lease)
+    server = Server(address, limits=limits, tap=tap, lease=lease, curve=curve, insecure=insecure)
     # The kernels are single-threaded; a BLAS thread pool would only busy-wait after each numpy
     # call and take the core the host's outer loop needs.
     blas = threadpool_limits(1)

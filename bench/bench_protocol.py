@@ -4,6 +4,7 @@ Usage::
 
     python bench/bench_protocol.py                 # tcp and ipc, prints a markdown table
     python bench/bench_protocol.py --rounds 5 --transports ipc
+    python bench/bench_protocol.py --transports tcp --curve   # also ours over tcp with CurveZMQ
 
 Each side runs in its own process, as host and accelerator do. Both peers use DEALER
 (client) and ROUTER (server) sockets on the same transport:
@@ -17,7 +18,9 @@ Each side runs in its own process, as host and accelerator do. Both peers use DE
   frame beside a small msgpack header.
 
 Raw and ours run side by side and alternate in short blocks, so that load from other
-processes hits both alike.
+processes hits both alike. ``--curve`` adds a third peer on tcp, ours with CurveZMQ keys
+(encryption and a ZAP-checked client key), in the same alternation, and prints its latency and
+throughput against ours on plain tcp (no target: the cost of encryption, for the record).
 Targets: latency ≤ 1.5 × raw, throughput ≥ 0.6 × raw, per transport, reported through
 ``bench/targets.py``; a missed target is printed as such and the exit code stays 0.
 """
@@ -36,6 +39,7 @@ import zmq
 
 from protocol import messages as m
 from protocol.channel import Client, Server
+from protocol.keys import client_keys, new_keys, server_keys
 from targets import target
 
 ROWS, COLS = 2048, 1024                        # 2048 × 1024 × 8 B = 16 MiB
@@ -50,8 +54,9 @@ def _ours_handler(msg: m.Message) -> m.Message:
     return m.Ack(msg.TYPE, {})
 
 
-def serve_ours(address: str) -> None:
-    with Server(address) as server:
+def serve_ours(address: str, keys: str | None = None) -> None:
+    curve = server_keys(f"{keys}/accel", f"{keys}/allow") if keys else None
+    with Server(address, curve=curve) as server:
         print(server.address, flush=True)
         server.serve(_ours_handler)
 
@@ -71,8 +76,8 @@ def serve_raw(address: str) -> None:
         sock.send_multipart([ident, msgpack.packb({**ACK_DICT, "seq": request["seq"]})])
 
 
-def _start(kind: str, address: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, address],
+def _start(kind: str, address: str, keys: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, address, "--keys", keys],
                             stdout=subprocess.PIPE, text=True)
     return proc, proc.stdout.readline().strip()
 
@@ -84,8 +89,8 @@ def _pct(xs: list[float], q: float) -> float:
 class Ours:
     """Our client: ``Client.request``, with everything it checks."""
 
-    def __init__(self, address: str, x: np.ndarray, y: np.ndarray) -> None:
-        self.client = Client(address, session="bench")
+    def __init__(self, address: str, x: np.ndarray, y: np.ndarray, curve=None) -> None:
+        self.client = Client(address, session="bench", curve=curve)
         self.client.request(m.Hello(client="bench"))
         self.load = m.LoadData(start=0, x=x, y=y)
 
@@ -145,27 +150,33 @@ def _address(transport: str, tmp: str, name: str) -> str:
     return "tcp://127.0.0.1:0" if transport == "tcp" else f"ipc://{tmp}/{name}.sock"
 
 
-def run(transports: list[str], rounds: int, n_small: int, big_every: int) -> list[dict]:
+def run(transports: list[str], rounds: int, n_small: int, big_every: int,
+        curve: bool = False) -> list[dict]:
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((ROWS, COLS)), rng.standard_normal(ROWS)
     mb = (x.nbytes + y.nbytes) / 1e6
     tmp_dir = tempfile.TemporaryDirectory(prefix="cosim-bench-")   # removed at exit
     tmp = tmp_dir.name
+    new_keys(f"{tmp}/accel", "accel")
+    new_keys(f"{tmp}/allow", "bench")
     rows = []
     for transport in transports:
         procs, peers = [], {}
+        kinds = ("raw", "ours", "curve") if curve and transport == "tcp" else ("raw", "ours")
         try:
-            for kind, cls in (("raw", Raw), ("ours", Ours)):
-                proc, address = _start(kind, _address(transport, tmp, kind))
+            for kind in kinds:
+                proc, address = _start(kind, _address(transport, tmp, kind), tmp)
                 procs.append(proc)
-                peers[kind] = cls(address, x, y)
+                peers[kind] = (Raw(address, x, y) if kind == "raw" else Ours(
+                    address, x, y, client_keys(f"{tmp}/allow", f"{tmp}/accel/accel.key")
+                    if kind == "curve" else None))
             samples = {k: ([], []) for k in peers}
-            for kind, peer in peers.items():        # warm up both
+            for kind, peer in peers.items():        # warm up all
                 _timed(peer.small, 200)
                 _timed(peer.big, 2)
-            # Short blocks, alternating, so that load from other processes hits both alike.
+            # Short blocks, in turn, so that load from other processes hits all alike.
             for r in range(rounds):
-                for kind in ("raw", "ours") if r % 2 == 0 else ("ours", "raw"):
+                for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
                     samples[kind][0].extend(_timed(peers[kind].small, n_small))
                     if r % big_every == 0:
                         samples[kind][1].extend(_timed(peers[kind].big, 1))
@@ -182,6 +193,20 @@ def run(transports: list[str], rounds: int, n_small: int, big_every: int) -> lis
                      "lat_ratio": lat["ours"][0] / lat["raw"][0],
                      "thr_ratio": thr["ours"][0] / thr["raw"][0]})
     return rows
+
+
+def report_curve(rows: list[dict]) -> str:
+    """Ours with CurveZMQ against ours on plain tcp, from the same run."""
+    out = ["| tcp | latency plain µs (median / p99) | latency CURVE µs (median / p99) | ratio "
+           "| throughput plain MB/s (median / at p99 time) | throughput CURVE MB/s (median / at p99 time) | ratio |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "curve" in r["lat"]:
+            (lp, lp99), (lc, lc99) = r["lat"]["ours"], r["lat"]["curve"]
+            (tp, tp99), (tc, tc99) = r["thr"]["ours"], r["thr"]["curve"]
+            out.append(f"| ours | {lp:.0f} / {lp99:.0f} | {lc:.0f} / {lc99:.0f} | {lc / lp:.2f} | "
+                       f"{tp:.0f} / {tp99:.0f} | {tc:.0f} / {tc99:.0f} | {tc / tp:.2f} |")
+    return "\n".join(out)
 
 
 def report(rows: list[dict], rounds: int, n_small: int, big_every: int) -> str:
@@ -203,6 +228,9 @@ def report(rows: list[dict], rounds: int, n_small: int, big_every: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", nargs=2, metavar=("KIND", "ADDRESS"), help=argparse.SUPPRESS)
+    parser.add_argument("--keys", help=argparse.SUPPRESS)   # with --serve curve: the key files' root
+    parser.add_argument("--curve", action="store_true",
+                        help="also ours over tcp with CurveZMQ, against ours on plain tcp (needs tcp)")
     parser.add_argument("--transports", default="tcp,ipc", help="comma-separated: tcp, ipc")
     parser.add_argument("--rounds", type=int, default=600, help="alternating raw/ours blocks")
     parser.add_argument("--small", type=int, default=10, help="small round trips per block")
@@ -210,14 +238,22 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         kind, address = args.serve
-        (serve_ours if kind == "ours" else serve_raw)(address)
+        if kind == "raw":
+            serve_raw(address)
+        else:
+            serve_ours(address, args.keys if kind == "curve" else None)
         return
     transports = args.transports.split(",")
     bad = [t for t in transports if t not in ("tcp", "ipc")]
     if bad:
         parser.error(f"unknown transport(s) {bad}; choose from tcp, ipc")
-    rows = run(transports, args.rounds, args.small, args.big_every)
+    if args.curve and "tcp" not in transports:
+        parser.error("--curve measures CurveZMQ over tcp: include tcp in --transports")
+    rows = run(transports, args.rounds, args.small, args.big_every, args.curve)
     print(report(rows, args.rounds, args.small, args.big_every))
+    if args.curve:
+        print("\nEncryption: ours with CurveZMQ against ours on plain tcp\n")
+        print(report_curve(rows))
     for r in rows:
         target("bench_protocol", f"latency ours / raw ({r['transport']})", r["lat_ratio"], "<= 1.5")
         target("bench_protocol", f"throughput ours / raw ({r['transport']})", r["thr_ratio"], ">= 0.6")

@@ -5,6 +5,9 @@
     cosim run --config my-run.toml --bits 6    # flags override the file
     cosim accel --bind tcp://0.0.0.0:5555      # one machine ...
     cosim host --connect tcp://accel-box:5555  # ... and another
+    cosim keys new keys/accel --name accel     # CurveZMQ key pairs, for a daemon off loopback:
+    cosim accel --bind tcp://0.0.0.0:5555 --keys keys/accel --allow keys/clients
+    cosim host --connect tcp://accel-box:5555 --keys keys/host --server-key keys/accel/accel.key
     cosim run --backend rtl                    # the RTL core, simulated, behind the same daemon
     cosim fpga-sim --bind udp://127.0.0.1:1234 # the simulated board alone (Etherbone over UDP)
     cosim trace show runs/<run>/trace.cosim
@@ -29,6 +32,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                   help="Host–accelerator co-simulation of low-precision training (HALP, SVRG, LP-SGD).")
 trace_app = typer.Typer(no_args_is_help=True, help="Inspect run traces.")
 app.add_typer(trace_app, name="trace")
+keys_app = typer.Typer(no_args_is_help=True, help="CurveZMQ keys for a daemon served off loopback.")
+app.add_typer(keys_app, name="keys")
 # soft_wrap: paths and epoch lines stay whole when output goes to a file or a narrow pipe
 console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -188,8 +193,9 @@ def _print_summary(records: list[dict]) -> None:
                       f"epochs, {reached}, {rs[-1]['seconds']:.1f} s")
 
 
-def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
-    """Run training against ``connect`` or a daemon launched here; write the results directory."""
+def _train(cfg: Any, run: dict[str, Any], connect: Optional[str], curve: Any = None) -> None:
+    """Run training against ``connect`` (with the client keys ``curve`` if it serves with keys) or
+    a daemon launched here; write the results directory."""
     from cosim.launch import AcceleratorDied, free_tcp_address, ipc_address, watch
     from cosim.results import ResultsDir
     from cosim.trace import TraceWriter
@@ -200,7 +206,7 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
     settings, derived = _split_settable(resolved)
     needs_accel = any(a in ACCELERATOR_ALGORITHMS for a in cfg.algorithms)
     if needs_accel and connect is not None:
-        _preflight(connect, cfg.timeout, resolved)
+        _preflight(connect, cfg.timeout, resolved, curve)
     try:
         results = ResultsDir.create(run["out"], name=name, config=settings, derived=derived)
     except OSError as exc:
@@ -231,7 +237,7 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str]) -> None:
 
             with watch(*(p for p in (accel, board) if p)) if accel else contextlib.nullcontext():
                 result = train(cfg, connect=connect, tap=trace.message, on_epoch=on_epoch,
-                               on_start=on_start)
+                               on_start=on_start, curve=curve)
             status = "completed"
             reference = result.reference_summary()
             results.write_config(*_split_settable({**result.config, **run}))
@@ -301,8 +307,8 @@ def _start_board(board_cls: Any, log: Path) -> Any:
     return board
 
 
-def _preflight(connect: str, timeout: float, resolved: dict[str, Any]) -> None:
-    """Ask the daemon at ``connect`` what it accepts and check the run against it, before a
+def _preflight(connect: str, timeout: float, resolved: dict[str, Any], curve: Any = None) -> None:
+    """Ask the daemon at ``connect`` (with the client keys ``curve``, if any) what it accepts and check the run against it, before a
     results directory exists: a refused format is exit code 2, an unreachable daemon 1."""
     from host.client import AcceleratorClient
     from host.train import check_capabilities
@@ -310,7 +316,7 @@ def _preflight(connect: str, timeout: float, resolved: dict[str, Any]) -> None:
     from protocol.channel import AcceleratorError, AcceleratorGone
 
     try:
-        with AcceleratorClient(connect, timeout=timeout) as client:
+        with AcceleratorClient(connect, timeout=timeout, curve=curve) as client:
             caps = KernelCapabilities.from_message(client.hello())
     except (AcceleratorError, AcceleratorGone) as exc:
         _fail(str(exc), code=1)
@@ -364,6 +370,8 @@ def run(
     fpga: Annotated[Optional[str], Opt(help="rtl backend: the board's Etherbone address udp://HOST:PORT (a LiteX board, or `cosim fpga-sim`).")] = None,
     transport: Annotated[Optional[str], Opt(help="How cosim run reaches the daemon it launches: ipc (default) or tcp on loopback.")] = None,
     connect: Annotated[Optional[str], Opt(help="Use a running accelerator daemon at this address instead of launching one.")] = None,
+    keys: Annotated[Optional[Path], Opt("--keys", help="With --connect to a daemon serving with keys: this host's key pair, a directory holding NAME.key_secret (`cosim keys new`). Needs --server-key.")] = None,
+    server_key: Annotated[Optional[Path], Opt("--server-key", help="With --keys: the daemon's public key file (its NAME.key).")] = None,
     timeout: Annotated[Optional[float], Opt(help="Seconds to wait for any accelerator reply before giving up. Default 60.")] = None,
     out: Annotated[Optional[str], Opt(help="Where results directories go. Default ./runs.")] = None,
     name: Annotated[Optional[str], Opt(help="Results directory name prefix. Default <dataset>-<model>.")] = None,
@@ -386,9 +394,27 @@ def run(
                  timeout=timeout, backend=backend, fpga=fpga, transport=transport, out=out, name=name)
     try:
         cfg, run_settings = resolve(flags, config, connect)
+        curve = _client_keys(keys, server_key, connect)
     except UserError as exc:
         _fail(str(exc))
-    _train(cfg, run_settings, connect)
+    _train(cfg, run_settings, connect, curve)
+
+
+def _client_keys(keys: Optional[Path], server_key: Optional[Path], connect: Optional[str]) -> Any:
+    """The host's CurveZMQ keys from --keys and --server-key, or None (UserError for a wrong mix)."""
+    if keys is None and server_key is None:
+        return None
+    if keys is None or server_key is None:
+        raise UserError("--keys and --server-key go together: this host's key pair and the daemon's "
+                        "public key")
+    if connect is None:
+        raise UserError("--keys and --server-key are for --connect to a daemon serving with keys; "
+                        "a daemon cosim run launches itself needs none")
+    from protocol.keys import client_keys
+    try:
+        return client_keys(keys, server_key)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 app.command("run")(run)
@@ -403,8 +429,14 @@ def accel(
     fpga: Annotated[Optional[str], Opt(help="rtl backend: the board's Etherbone address udp://HOST:PORT (a LiteX board, or `cosim fpga-sim`).")] = None,
     count_ops: Annotated[bool, Opt("--count-ops", help="Emulated backend: report the operations it performs, counted one by one (slower), instead of the analytic counts.")] = False,
     lease: Annotated[Optional[float], Opt(help="Seconds a host's session may be idle before another host's hello may take the daemon over. Default 60.")] = None,
+    keys: Annotated[Optional[Path], Opt("--keys", help="Serve with CurveZMQ (encrypted, authenticated): the daemon's key pair, a directory holding NAME.key_secret (`cosim keys new`). Needs --allow.")] = None,
+    allow: Annotated[Optional[Path], Opt("--allow", help="With --keys: serve only the hosts whose public keys (NAME.key files) are in this directory.")] = None,
+    insecure: Annotated[bool, Opt("--insecure", help="Serve a tcp address other machines can reach without keys (a network you trust).")] = False,
 ) -> None:
-    """Serve the accelerator daemon until the host holding it sends shutdown (or Ctrl-C)."""
+    """Serve the accelerator daemon until the host holding it sends shutdown (or Ctrl-C).
+
+    Off loopback, serve with keys (--keys, --allow) or say --insecure.
+    """
     from accel import backends
 
     if backend not in backends.names():
@@ -413,15 +445,23 @@ def accel(
         _fail(f"--lease must be a number of seconds > 0, e.g. 60; got {lease}")
     if count_ops and backend != "emulated":
         _fail("--count-ops is a mode of the emulated backend")
+    if (keys is None) != (allow is None):
+        _fail("--keys and --allow go together: the daemon's key pair and the directory of its "
+              "hosts' public keys")
+    if keys is not None and insecure:
+        _fail("--insecure is for serving without keys; drop it or --keys/--allow")
+    from protocol.keys import server_keys
     try:
         options = _backend_options(backend, fpga, count_ops)
-    except UserError as exc:
+        curve = server_keys(keys, allow) if keys is not None else None
+    except (UserError, ValueError) as exc:
         _fail(str(exc))
     from accel.bus import BusError
     from accel.daemon import serve
     from accel.spec import KernelError
     try:
-        serve(bind, backend=backend, **({"lease": lease} if lease is not None else {}), **options)
+        serve(bind, backend=backend, curve=curve, insecure=insecure,
+              **({"lease": lease} if lease is not None else {}), **options)
     except KeyboardInterrupt:
         err.print("cosim accel: stopped")
     except (BusError, KernelError) as exc:
@@ -445,6 +485,24 @@ def _backend_options(backend: str, fpga: Optional[str], count_ops: bool) -> dict
     if fpga is not None:
         raise UserError(f"--fpga is for the rtl backend, not {backend!r}")
     return {"counting": True} if count_ops else {}
+
+
+@keys_app.command("new")
+def keys_new(
+    directory: Annotated[Path, typer.Argument(help="Where the key files go (created if need be).")],
+    name: Annotated[str, Opt(help="File name: NAME.key (public: hand it out) and NAME.key_secret (keep it).")] = "cosim",
+) -> None:
+    """Write a CurveZMQ key pair (never overwriting one).
+
+    The daemon's public key goes to its hosts (--server-key); each host's public key goes into
+    the daemon's --allow directory.
+    """
+    from protocol.keys import new_keys
+    try:
+        public, secret = new_keys(directory, name)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    console.print(f"public key {public} (hand it out), secret key {secret} (keep it: readable by you only)")
 
 
 @app.command("fpga-sim")

@@ -43,9 +43,10 @@ class AcceleratorProcess:
 
     @classmethod
     def start(cls, address: str, *, backend: str = "emulated", fpga: str | None = None,
-              timeout: float = 30.0, log: Path | None = None) -> "AcceleratorProcess":
+              timeout: float = 30.0, log: Path | None = None, args: tuple[str, ...] = ()) -> "AcceleratorProcess":
+        """Start ``python -m accel`` on ``address``; ``args``: further daemon options (``--lease``, ``--keys`` …)."""
         self = cls._spawn([sys.executable, "-m", "accel", "--bind", address, "--backend", backend,
-                           *(["--fpga", fpga] if fpga else []), "--exit-with-parent"],
+                           *(["--fpga", fpga] if fpga else []), *args, "--exit-with-parent"],
                           address, log or Path(tempfile.mkstemp(prefix="cosim-accel-", suffix=".log")[1]))
         self._await(lambda: READY_MARK in self.output(), timeout)
         return self

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from protocol.channel import Client
+from protocol.keys import ClientKeys
 from protocol.messages import (Capabilities, Configure, EpochReport, Fetch, Hello, LoadData, Promote,
                                Recentre, RunEpoch, Shutdown, State)
 
@@ -31,12 +32,13 @@ HEADER_ALLOWANCE = 64 * 1024
 
 
 class AcceleratorClient:
-    """One session with one accelerator daemon; a thin typed layer over ``protocol.channel.Client``."""
+    """One session with one accelerator daemon; a thin typed layer over ``protocol.channel.Client``
+    (``curve``: the keys for a daemon that serves with them, ``protocol.keys.client_keys``)."""
 
     def __init__(self, address: str, *, timeout: float = 60.0, session: str | None = None,
-                 tap: Callable[..., Any] | None = None) -> None:
+                 tap: Callable[..., Any] | None = None, curve: ClientKeys | None = None) -> None:
         self.address = address
-        self._client = Client(address, session=session, timeout=timeout, tap=tap)
+        self._client = Client(address, session=session, timeout=timeout, tap=tap, curve=curve)
         self.capabilities: Capabilities | None = None
         self.acc_format: str | None = None      # as the accelerator's last configure/promote ack named it
 

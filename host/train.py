@@ -32,6 +32,7 @@ from host.scheduler import MU_RULES, POLICIES, History, Policy, halp_mu, make_po
 from protocol.capabilities import CapabilityError, KernelCapabilities
 from protocol.codec import Limits
 from protocol.formats import FixedFormat, Format, FormatError, parse_format
+from protocol.keys import ClientKeys
 from protocol.messages import ROUNDINGS
 
 
@@ -272,13 +273,13 @@ def _resolve_rules(cfg: TrainConfig, ds: Dataset, obj: Objective) -> dict[str, A
 
 
 def train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | None = None,
-          session: str | None = None,
+          session: str | None = None, curve: ClientKeys | None = None,
           on_epoch: Callable[[EpochRecord], None] | None = None,
           on_start: Callable[[str], None] | None = None) -> TrainResult:
     """Run every algorithm of ``cfg`` in turn; see the module docstring.
 
-    ``tap`` and ``session`` go to the protocol client (a trace writer; a fixed session id
-    makes two runs' traces comparable). ``on_start(algorithm)`` runs before each algorithm's
+    ``tap``, ``session`` and ``curve`` go to the protocol client (a trace writer; a fixed session
+    id makes two runs' traces comparable; the keys of a daemon serving with them). ``on_start(algorithm)`` runs before each algorithm's
     first message; ``on_epoch(record)`` after every epoch, epoch 0 being the starting point.
     """
     cfg.validate()
@@ -286,10 +287,12 @@ def train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | No
     # depend on the machine's core count; and idle BLAS threads busy-wait, taking the core that
     # an accelerator daemon on the same machine needs (a digits HALP epoch: 5 ms, or 20 with them).
     with threadpool_limits(1):
-        return _train(cfg, connect=connect, tap=tap, session=session, on_epoch=on_epoch, on_start=on_start)
+        return _train(cfg, connect=connect, tap=tap, session=session, curve=curve, on_epoch=on_epoch,
+                      on_start=on_start)
 
 
 def _train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | None, session: str | None,
+           curve: ClientKeys | None,
            on_epoch: Callable[[EpochRecord], None] | None, on_start: Callable[[str], None] | None) -> TrainResult:
     needs_accel = any(a in ACCELERATOR_ALGORITHMS for a in cfg.algorithms)
     if needs_accel and not connect:
@@ -305,7 +308,8 @@ def _train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | N
             on_epoch(record)
 
     weights: dict[str, np.ndarray] = {}
-    acc = AcceleratorClient(connect, timeout=cfg.timeout, session=session, tap=tap) if needs_accel else None
+    acc = AcceleratorClient(connect, timeout=cfg.timeout, session=session, tap=tap,
+                            curve=curve) if needs_accel else None
     try:
         if acc is not None:
             # Before the reference optimum (the slow part): refuse what the accelerator cannot run.

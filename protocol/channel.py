@@ -47,6 +47,13 @@ nor reply for ``timeout`` s) still does, and a dead one is noticed by the heartb
 Transports: ``tcp://``, ``ipc://`` and, in one process, ``inproc://`` (pass one
 ``context`` to both ends).
 
+Keys (CurveZMQ, :mod:`protocol.keys`): ``Server(..., curve=server_keys(...))`` encrypts and
+serves only the clients whose public keys it lists; ``Client(..., curve=client_keys(...))``
+talks to it. A client with no or an unlisted key gets no session and no reply: libzmq reports
+the failed handshake and the client raises ``AcceleratorGone`` at once, naming the keys; the
+server keeps serving the others. A server on a tcp address other machines can reach
+refuses to start without keys unless ``insecure=True``.
+
 Versions: each end sends its own ``version`` (default ``PROTOCOL_VERSION``; pass an older or
 newer (major, minor) to play such a peer) and reads the other's by the rules of
 :mod:`protocol.codec`. A request of another major gets a ``bad_version`` error reply.
@@ -61,12 +68,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from .codec import (Envelope, Limits, ProtocolError, Version, check_version, decode_message,
                     encode_parts, pack_header, read_envelope, size_error)
 from .messages import (ERROR_CODES_SINCE, PROTOCOL_VERSION, REPLIES, REQUESTS, Bye, Error, Hello,
                        Message, Progress, Shutdown)
+from .keys import ClientKeys, ServerKeys, check_exposure
 
 __all__ = ["Client", "Server", "TapEvent", "AcceleratorError", "AcceleratorGone",
            "AcceleratorTimeout"]
@@ -83,6 +92,9 @@ WAIT_SLICE_S = 0.1         # a client notices a lost connection this fast
 # n = 10^6), so the default lease is generous; a host that dies without bye holds the server
 # this long.
 LEASE_S = 60.0
+# A refused handshake (keys): the client stops at once rather than waiting for its timeout.
+HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 BYE_TIMEOUT_S = 1.0       # Client.close waits this long for the ack of its bye
 MAX_LOST = 64             # sessions taken over that are remembered; older ones get bad_session
 
@@ -181,7 +193,7 @@ class Client:
     def __init__(self, address: str, *, session: str | None = None, timeout: float = 30.0,
                  limits: Limits = Limits(), tap: Tap | None = None,
                  context: zmq.Context | None = None,
-                 version: Version = PROTOCOL_VERSION) -> None:
+                 version: Version = PROTOCOL_VERSION, curve: ClientKeys | None = None) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds; got {timeout!r}")
         check_address(address)
@@ -201,7 +213,15 @@ class Client:
         self._ctx = context or zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         _tune(self._sock)
-        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self._keyed = curve is not None
+        if curve is not None:
+            self._sock.curve_secretkey = curve.secret
+            self._sock.curve_publickey = curve.public
+            self._sock.curve_serverkey = curve.server
+        # Connected = the handshake succeeded: a refused one (keys) is not a connection lost.
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED
+                                                      | zmq.EVENT_DISCONNECTED | HANDSHAKE_FAILED)
+        self._refused = 0   # the last failed handshake's event
         try:
             self._sock.connect(address)
         except zmq.ZMQError as exc:
@@ -274,6 +294,8 @@ class Client:
         deadline = since + timeout
         while True:
             self._drain_monitor()
+            if self._refused:
+                self._fail(AcceleratorGone, self._refusal())
             if not self._connected and self._was_connected:
                 self._fail(AcceleratorGone, f"the connection to the accelerator at "
                            f"{self.address} was lost while waiting for the reply to {what} "
@@ -284,8 +306,12 @@ class Client:
                            f"{what} (seq {seq}), then neither progress nor the reply for "
                            f"{timeout:g} s; is it hung?")
             if left <= 0:
+                # With keys, a handshake refused without libzmq saying so looks like silence.
+                why = ("wrong or unlisted key? (the daemon must list this host's public key, and "
+                       "the server key must be the daemon's)" if self._keyed
+                       else "is `cosim accel` running there?")
                 self._fail(AcceleratorTimeout, f"the accelerator at {self.address} did not answer "
-                           f"{what} (seq {seq}) within {timeout:g} s; is `cosim accel` running there?")
+                           f"{what} (seq {seq}) within {timeout:g} s; {why}")
             slice_ms = max(1, int(min(left, WAIT_SLICE_S) * 1000))
             if slice_ms != self._slice_ms:
                 self._sock.setsockopt(zmq.RCVTIMEO, slice_ms)
@@ -298,8 +324,20 @@ class Client:
     def _drain_monitor(self) -> None:
         while self._monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             event = recv_monitor_message(self._monitor)["event"]
-            self._connected = event == zmq.EVENT_CONNECTED
+            self._refused = event if event & HANDSHAKE_FAILED else self._refused
+            self._connected = event == zmq.EVENT_HANDSHAKE_SUCCEEDED
             self._was_connected |= self._connected
+
+    def _refusal(self) -> str:
+        """What a failed handshake (ZeroMQ's security: CURVE or none) most likely means."""
+        where = f"the accelerator at {self.address} refused the connection"
+        if self._refused == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return f"{where}: it does not list this host's public key among its allowed clients"
+        if self._keyed:
+            return (f"{where} (the CURVE handshake failed): is the server key the daemon's public "
+                    "key, and does the daemon serve with keys?")
+        return (f"{where} (the handshake failed): does it serve with keys? Then pass --keys "
+                "and --server-key")
 
     def _fail(self, kind: type, text: str) -> None:
         self._shut(text)
@@ -340,6 +378,16 @@ class Client:
         self.close()
 
 
+class _Allowed:
+    """The ZAP credentials provider: a client's Z85 public key is allowed if it is listed."""
+
+    def __init__(self, keys: frozenset[bytes]) -> None:
+        self.keys = keys
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self.keys
+
+
 @dataclass
 class _Session:
     """The session that owns a server (see the module docstring)."""
@@ -355,12 +403,16 @@ class Server:
     """The accelerator's end: validates each request, calls the handler, replies.
 
     ``lease``: seconds a session may be idle before another client's hello takes it over.
+    ``curve``: serve only the clients it lists, encrypted; without it, an address other machines
+    can reach is refused (ValueError) unless ``insecure``.
     """
 
     def __init__(self, address: str, *, limits: Limits = Limits(), tap: Tap | None = None,
                  context: zmq.Context | None = None,
-                 version: Version = PROTOCOL_VERSION, lease: float = LEASE_S) -> None:
+                 version: Version = PROTOCOL_VERSION, lease: float = LEASE_S,
+                 curve: ServerKeys | None = None, insecure: bool = False) -> None:
         check_address(address)
+        check_exposure(address, curve is not None, insecure)
         if not (isinstance(lease, (int, float)) and not isinstance(lease, bool) and 0 < lease < math.inf):
             raise ValueError(f"lease must be a number of seconds > 0; got {lease!r}")
         self.version = check_version(version)
@@ -371,6 +423,16 @@ class Server:
         self._ctx = context or zmq.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
         _tune(self._sock)
+        self._auth = None
+        if curve is not None:
+            # The ZAP handler of this context: a client whose public key is not listed fails its
+            # handshake and never reaches serve().
+            self._auth = ThreadAuthenticator(self._ctx, log=log)
+            self._auth.start()
+            self._auth.configure_curve_callback("*", credentials_provider=_Allowed(curve.allowed))
+            self._sock.curve_secretkey = curve.secret
+            self._sock.curve_publickey = curve.public
+            self._sock.curve_server = True
         # Hard guard: ZeroMQ disconnects a peer whose frame exceeds this, before Python
         # allocates it; read_envelope applies the finer limits.
         self._sock.setsockopt(zmq.MAXMSGSIZE, limits.max_message_bytes)
@@ -379,6 +441,8 @@ class Server:
             self._sock.bind(address[:-2] + ":*" if wildcard else address)
         except zmq.ZMQError as exc:
             self._sock.close(linger=0)
+            if self._auth is not None:
+                self._auth.stop()
             if self._own_ctx:
                 self._ctx.term()
             raise OSError(f"cannot bind {address} ({exc}); addresses look like tcp://HOST:PORT "
@@ -554,6 +618,8 @@ class Server:
             return
         self._closed = True
         self._sock.close(linger=SERVER_LINGER_MS)
+        if self._auth is not None:
+            self._auth.stop()
         if self._own_ctx:
             self._ctx.term()
 

@@ -393,3 +393,49 @@ def test_data_wider_than_the_accelerator_is_refused_before_any_work(tmp_path):
     r = cosim("run", "--dataset", str(tmp_path / "wide.npz"), "--model", "logistic", "--out", str(tmp_path / "out"))
     assert r.returncode == 2 and "n_features = 70001 is over the accelerator's max_features = 65536" in r.stderr
     assert not (tmp_path / "out").exists() and "Traceback" not in r.stderr
+
+
+def test_keys_new_writes_a_pair_and_never_overwrites(tmp_path):
+    r = cosim("keys", "new", str(tmp_path / "k"), "--name", "accel", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "k" / "accel.key").is_file() and (tmp_path / "k" / "accel.key_secret").is_file()
+    r = cosim("keys", "new", str(tmp_path / "k"), "--name", "accel", timeout=60)
+    assert r.returncode == 2 and "already exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_accel_refuses_a_non_loopback_bind_without_keys(tmp_path):
+    r = cosim("accel", "--bind", "tcp://0.0.0.0:0", timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "not a loopback address" in r.stderr and "--keys" in r.stderr and "--insecure" in r.stderr
+    r = cosim("accel", "--bind", "tcp://0.0.0.0:0", "--keys", str(tmp_path), timeout=60)
+    assert r.returncode == 2 and "--keys and --allow go together" in r.stderr
+
+
+def test_host_keys_need_connect_and_each_other(tmp_path):
+    r = cosim("run", "--keys", str(tmp_path), "--server-key", str(tmp_path / "a.key"), timeout=60)
+    assert r.returncode == 2 and "are for --connect" in r.stderr
+    r = cosim("host", "--connect", "tcp://127.0.0.1:1", "--keys", str(tmp_path), timeout=60)
+    assert r.returncode == 2 and "--keys and --server-key go together" in r.stderr
+
+
+@pytest.mark.slow
+def test_host_against_a_keyed_daemon(tmp_path):
+    """Without keys the host is refused at its preflight (exit 1, naming keys); with them it runs."""
+    from cosim.launch import AcceleratorProcess
+    from protocol.keys import new_keys
+
+    new_keys(tmp_path / "accel", "accel")
+    new_keys(tmp_path / "allow", "host")
+    address = free_tcp_address()
+    accel = AcceleratorProcess.start(address, args=("--keys", str(tmp_path / "accel"), "--allow",
+                                                    str(tmp_path / "allow")), log=tmp_path / "accel.log")
+    try:
+        r = cosim("host", "--connect", address, *QUICK, "--out", str(tmp_path / "plain"), timeout=120)
+        assert r.returncode == 1 and "does it serve with keys" in r.stderr, r.stderr
+        # allow/ holds the host's key pair too: the keys directory and the allow list in one.
+        r = cosim("host", "--connect", address, *QUICK, "--keys", str(tmp_path / "allow"),
+                  "--server-key", str(tmp_path / "accel" / "accel.key"), "--out", str(tmp_path / "keyed"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (run_dir(tmp_path / "keyed") / "weights.npz").stat().st_size > 0
+    finally:
+        accel.stop()
