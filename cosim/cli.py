@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import signal
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -216,6 +217,8 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str], curve: Any = N
                   f"{cfg.bits} bits, seed {cfg.seed} → {results.path}")
     status, reference, accel, board = "failed", None, None, None
     tmp = tempfile.TemporaryDirectory(prefix="cosim-")
+    # SIGTERM (a scheduler, `kill`) stops a run as Ctrl-C does: results kept, daemon stopped.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with TraceWriter(results.trace_path, config=resolved, seed=cfg.seed) as trace:
             if needs_accel and connect is None:
@@ -255,6 +258,7 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str], curve: Any = N
         dead = next((p for p in (board, accel) if p is not None and p.exited(within=1.0)), None)
         err.print(f"[bold red]error:[/] {dead.death_notice() if dead else exc}")
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for proc in (accel, board):
             if proc is not None:
                 proc.stop()

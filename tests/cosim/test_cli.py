@@ -205,8 +205,8 @@ def _start_long_run(tmp_path):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     pid = None
     for line in proc.stdout:
-        if m := re.search(r"accelerator daemon pid (\d+)", line):
-            pid = int(m[1])
+        if m := re.search(r"accelerator daemon pid (\d+) serving \w+ on ipc://(\S+)", line):
+            pid, proc.socket_dir = int(m[1]), Path(m[2]).parent
         if pid and re.match(r"\s*halp\s+1\s", line):  # training is under way
             return proc, pid
     raise AssertionError(proc.stderr.read())
@@ -227,9 +227,11 @@ def test_killing_the_accelerator_stops_the_host(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_both_and_keeps_results(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_both_and_keeps_results(tmp_path, sig):
+    """Ctrl-C, and SIGTERM alike (which once left no metrics.json and a /tmp/cosim-* folder)."""
     proc, pid = _start_long_run(tmp_path)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "interrupted" in stderr
     time.sleep(0.5)
@@ -238,6 +240,7 @@ def test_ctrl_c_stops_both_and_keeps_results(tmp_path):
     d = run_dir(tmp_path)
     assert json.loads((d / "metrics.json").read_text())["status"] == "interrupted"
     assert (d / "convergence.png").exists()
+    assert proc.socket_dir.name.startswith("cosim-") and not proc.socket_dir.exists()   # no folder left
 
 
 @pytest.mark.slow
