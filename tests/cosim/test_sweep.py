@@ -124,8 +124,11 @@ algorithm = "halp"
 [[points]]
 algorithm = "sgd"
 """)
+    # A background job inherits SIGINT ignored (and Python keeps ignoring it): restore the default,
+    # so that the sweep sees Ctrl-C as a terminal user's process does.
     proc = subprocess.Popen([*COSIM, "sweep", str(tmp_path / "three.toml"), "--out", str(tmp_path), "--jobs", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     runs = tmp_path / "three" / "runs"
     deadline = time.monotonic() + 120
     while not (runs.is_dir() and any(runs.iterdir())) and time.monotonic() < deadline:
