@@ -72,18 +72,25 @@ def leased_server(lease: float = 60.0, version=PROTOCOL_VERSION, seen: list | No
     """A server with ``lease`` on ipc, in a thread, answering with ``handler`` and appending the
     type of every message the handler gets to ``seen``; yields (server, thread)."""
     server = Server(_ipc(), lease=lease, version=version)
-    stop = threading.Event()
 
     def recording(msg: m.Message) -> m.Message:
         if seen is not None:
             seen.append(msg.TYPE)
         return handler(msg)
 
-    thread = threading.Thread(target=server.serve, args=(recording,),
+    with _serving(server, recording) as thread:
+        yield server, thread
+
+
+@contextmanager
+def _serving(server: Server, answer):
+    """``server`` answering with ``answer`` in a thread until the block ends; yields the thread."""
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(answer,),
                               kwargs={"poll_ms": 20, "should_stop": stop.is_set}, daemon=True)
     thread.start()
     try:
-        yield server, thread
+        yield thread
     finally:
         stop.set()
         thread.join(5)
@@ -334,7 +341,6 @@ def slow_server(reports: int, version=PROTOCOL_VERSION):
     of its first ``reports`` steps; yields (server, taps)."""
     taps: list[TapEvent] = []
     server = Server(_ipc(), tap=taps.append, version=version)
-    stop = threading.Event()
 
     def slow(msg: m.Message) -> m.Message:
         if not isinstance(msg, m.RunEpoch):
@@ -345,15 +351,8 @@ def slow_server(reports: int, version=PROTOCOL_VERSION):
                 server.progress({"steps": step + 1})
         return m.EpochReport(msg.epoch, msg.steps, {}, {}, 0)
 
-    thread = threading.Thread(target=server.serve, args=(slow,),
-                              kwargs={"poll_ms": 20, "should_stop": stop.is_set}, daemon=True)
-    thread.start()
-    try:
+    with _serving(server, slow):
         yield server, taps
-    finally:
-        stop.set()
-        thread.join(5)
-        server.close()
 
 
 def test_progress_restarts_the_timeout_of_a_request_three_timeouts_long():
