@@ -130,13 +130,10 @@ class Daemon:
         if msg.problem != "softmax" and msg.n_outputs != 1:
             raise ProtocolError("bad_value", f"{msg.problem} needs n_outputs = 1; got {msg.n_outputs}")
         limits = self.caps.limits
-        for name, value, limit in (("n_samples", msg.n_samples, limits["max_samples"]),
-                                   ("n_features", msg.n_features, limits["max_features"]),
-                                   ("n_outputs", msg.n_outputs, limits["max_outputs"]),
-                                   ("n_samples × n_features", msg.n_samples * msg.n_features,
-                                    limits["max_elements"])):
-            if value > limit:
-                raise ProtocolError("too_large", f"{name} = {value} is over the limit of {limit}")
+        try:
+            self.caps.check_sizes(msg.n_samples, msg.n_features, msg.n_outputs)
+        except CapabilityError as exc:
+            raise ProtocolError("too_large", str(exc)) from None
         data, offset, acc = self.caps.check_run(data=msg.data_format, offset=msg.offset_format,
                                                 acc=msg.acc_format, rounding=msg.rounding,
                                                 n_features=msg.n_features, problem=msg.problem)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 import numpy as np
@@ -29,22 +29,19 @@ from host.models import MODELS, Objective, fp64_ops
 from host.optimizers import epoch_order, sgd_epoch, svrg_epoch
 from host.reference import Reference, reference_optimum, relative_gap
 from host.scheduler import MU_RULES, POLICIES, History, Policy, halp_mu, make_policy
-from protocol.capabilities import CapabilityError, KernelCapabilities
+from protocol.capabilities import KernelCapabilities
 from protocol.codec import Limits
 from protocol.formats import FixedFormat, Format, FormatError, parse_format
 from protocol.keys import ClientKeys
 from protocol.messages import ROUNDINGS
 
 
-# Each setting's kind, checked before anything else reads it (a TOML file can hold anything).
-_KINDS = {"dataset": "str", "model": "str", "algorithms": "strs", "bits": "int", "rounding": "str",
-          "rbits": "int", "epochs": "int", "seed": "int", "l2": "real", "step_size": "real?", "mu": "real?",
-          "mu_rule": "str", "inner_steps": "int?", "batch_size": "int", "data_format": "str?",
-          "offset_format": "str?", "acc_format": "str", "lanes": "int", "policy": "str?", "samples": "int",
-          "features": "int", "condition": "real", "classes": "int", "timeout": "real"}
-_KIND_WORDS = {"str": "a string", "str?": "a string (or unset for the default rule)",
-               "strs": "a list of strings", "int": "an integer", "int?": "an integer (or unset for the default rule)",
-               "real": "a number", "real?": "a number (or unset for the default rule)"}
+# Each setting's kind, read off TrainConfig's annotation and checked before anything else reads
+# the value (a TOML file can hold anything): annotation → what the error says is wanted.
+_KIND_WORDS = {"str": "a string", "str | None": "a string (or unset for the default rule)",
+               "tuple[str, ...]": "a list of strings", "int": "an integer",
+               "int | None": "an integer (or unset for the default rule)",
+               "float": "a number", "float | None": "a number (or unset for the default rule)"}
 # Integer bounds (documented in docs/host.md): beyond them a run could not complete or be recorded.
 INT_RANGES = {"bits": (2, 16), "rbits": (0, 32), "epochs": (1, 10**6), "seed": (0, 2**64 - 1),
               "inner_steps": (1, 2**31 - 1), "batch_size": (1, 2**31 - 1), "lanes": (1, 4096),
@@ -59,14 +56,15 @@ def _bound(v: int) -> str:
     return str(v)
 
 
-def _is(value: Any, kind: str) -> bool:
-    if kind.endswith("?"):
-        return value is None or _is(value, kind[:-1])
-    if kind == "strs":
+def _is(value: Any, annotation: str) -> bool:
+    """Whether ``value`` is of a TrainConfig field's kind (``annotation``, one of _KIND_WORDS)."""
+    if annotation.endswith(" | None"):
+        return value is None or _is(value, annotation.removesuffix(" | None"))
+    if annotation == "tuple[str, ...]":
         return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
     if isinstance(value, bool):           # a TOML true is not a number
         return False
-    return isinstance(value, {"str": str, "int": int, "real": (int, float)}[kind])
+    return isinstance(value, {"str": str, "int": int, "float": (int, float)}[annotation])
 
 
 def _available_memory() -> int:
@@ -124,9 +122,9 @@ class TrainConfig:
         def bad(name: str, why: str) -> None:
             raise ValueError(f"{name}: {why}; got {getattr(self, name)!r}")
 
-        for name, kind in _KINDS.items():
-            if not _is(getattr(self, name), kind):
-                bad(name, f"{_KIND_WORDS[kind]}")
+        for f in fields(self):
+            if not _is(getattr(self, f.name), f.type):
+                bad(f.name, _KIND_WORDS[f.type])
         if not (self.dataset in BUILTIN_TASKS or self.dataset.endswith(".npz")):
             bad("dataset", f"choose one of {', '.join(BUILTIN_TASKS)} or a path to a .npz file")
         if self.model not in MODELS:
@@ -224,12 +222,7 @@ def default_data_format(max_abs: float, bits: int) -> FixedFormat:
 def check_capabilities(caps: KernelCapabilities, resolved: dict[str, Any]) -> None:
     """Raise :class:`CapabilityError` (one line naming role, format and the accepted choices)
     unless the accelerator accepts the resolved run's sizes, formats, rounding, problem and widths."""
-    n, f, c = resolved["n_samples"], resolved["n_features"], resolved["n_outputs"]
-    for name, value, limit in (("n_samples", n, "max_samples"), ("n_features", f, "max_features"),
-                               ("n_outputs", c, "max_outputs"), ("n_samples × n_features", n * f, "max_elements")):
-        if limit in caps.limits and value > caps.limits[limit]:
-            raise CapabilityError("limits", f"{name} = {value} is over the accelerator's {limit} = "
-                                            f"{caps.limits[limit]}")
+    caps.check_sizes(resolved["n_samples"], resolved["n_features"], resolved["n_outputs"])
     caps.check_run(data=resolved["data_format"], offset=resolved["offset_format"],
                    acc=resolved["acc_format"], rounding=resolved["rounding"],
                    n_features=resolved["n_features"], problem=resolved["model"])

@@ -287,6 +287,16 @@ class KernelCapabilities:
                                           f"{acc!r} with {n_features} features: {'; '.join(problems)}; "
                                           "use narrower formats")
 
+    def check_sizes(self, n_samples: int, n_features: int, n_outputs: int) -> None:
+        """Raise :class:`CapabilityError` (role "limits") for a problem over an announced size limit."""
+        for name, value, limit in (("n_samples", n_samples, "max_samples"),
+                                   ("n_features", n_features, "max_features"),
+                                   ("n_outputs", n_outputs, "max_outputs"),
+                                   ("n_samples × n_features", n_samples * n_features, "max_elements")):
+            if limit in self.limits and value > self.limits[limit]:
+                raise CapabilityError("limits", f"{name} = {value} is over the accelerator's {limit} = "
+                                                f"{self.limits[limit]}")
+
     def check_run(self, *, data: "Format | str | None", offset: "Format | str", acc: "Format | str",
                   rounding: str, n_features: int | None = None, problem: str | None = None
                   ) -> tuple[FixedFormat | FloatFormat | None, FixedFormat, FloatFormat]:

@@ -68,7 +68,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from .codec import (Envelope, Limits, ProtocolError, Version, check_version, decode_message,
@@ -426,7 +425,8 @@ class Server:
         self._auth = None
         if curve is not None:
             # The ZAP handler of this context: a client whose public key is not listed fails its
-            # handshake and never reaches serve().
+            # handshake and never reaches serve(). (Imported here: 25 ms that unkeyed ends skip.)
+            from zmq.auth.thread import ThreadAuthenticator
             self._auth = ThreadAuthenticator(self._ctx, log=log)
             self._auth.start()
             self._auth.configure_curve_callback("*", credentials_provider=_Allowed(curve.allowed))
