@@ -34,9 +34,12 @@ has no lease: any hello takes it over. Those older hosts get ``bad_session`` whe
 gets ``busy`` or ``session_lost`` (with the same message).
 
 Memory: ZeroMQ hands over a multipart message only once all of its frames have arrived, and
-bounds each frame (``ZMQ_MAXMSGSIZE`` = ``max_message_bytes``: a larger frame disconnects its
-peer before it is allocated) but not how many there are. The server counts frames and bytes as
-it takes them; over a limit, it drops each of the rest as it comes and answers ``too_large``.
+bounds each frame (``ZMQ_MAXMSGSIZE`` = ``Limits.max_frame_bytes``, ``max_message_bytes`` /
+``max_frames``: a larger frame disconnects its peer before it is allocated) but not how many
+there are. The server counts frames and bytes as it takes them; over a limit, it drops each of
+the rest as it comes and answers ``too_large``. Since 1.5 the client splits a tensor over
+consecutive frames of the accelerator's ``max_frame_bytes`` (from ``capabilities.limits``, else
+its own ``Limits``'), and the server joins them, freeing each frame once copied.
 
 Progress (since 1.2): while the handler works on a request, :meth:`Server.progress` sends a
 ``progress`` message with the request's seq and session, to a 1.2 or later requester only.
@@ -70,10 +73,10 @@ from typing import Callable
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from .codec import (Envelope, Limits, ProtocolError, Version, check_version, decode_message,
-                    encode_parts, pack_header, read_envelope, size_error)
-from .messages import (ERROR_CODES_SINCE, PROTOCOL_VERSION, REPLIES, REQUESTS, Bye, Error, Hello,
-                       Message, Progress, Shutdown)
+from .codec import (SPLIT_SINCE, Envelope, Limits, ProtocolError, Version, check_version,
+                    decode_message, encode_parts, pack_header, read_envelope, size_error)
+from .messages import (ERROR_CODES_SINCE, PROTOCOL_VERSION, REPLIES, REQUESTS, Bye, Capabilities,
+                       Error, Hello, Message, Progress, Shutdown)
 from .keys import ClientKeys, ServerKeys, check_exposure
 
 __all__ = ["Client", "Server", "TapEvent", "AcceleratorError", "AcceleratorGone",
@@ -82,7 +85,8 @@ __all__ = ["Client", "Server", "TapEvent", "AcceleratorError", "AcceleratorGone"
 log = logging.getLogger(__name__)
 
 # libzmq answers heartbeats on its I/O thread, so a daemon busy in numpy still answers;
-# a peer that stops answering for HEARTBEAT_TIMEOUT_MS is dropped (disconnect event).
+# a peer that stops answering for HEARTBEAT_TIMEOUT_MS is dropped (disconnect event); a client
+# waits longer, its reply timeout (_heartbeat_timeout_ms).
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 5000
 SERVER_LINGER_MS = 1000   # bounded: lets the last reply (to shutdown) leave before exit
@@ -179,6 +183,12 @@ def check_address(address: str) -> None:
             raise ValueError(f"{address}: port {port} is outside 0..65535")
 
 
+def _heartbeat_timeout_ms(timeout: float) -> int:
+    """A client's heartbeat timeout: a heartbeat interval past its reply ``timeout``, at least
+    HEARTBEAT_TIMEOUT_MS (libzmq takes an int of milliseconds)."""
+    return int(min(max(HEARTBEAT_TIMEOUT_MS, timeout * 1000 + HEARTBEAT_IVL_MS), 2**31 - 1))
+
+
 def _tune(sock: zmq.Socket) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
@@ -204,6 +214,7 @@ class Client:
         self._tap = tap
         self._seq = 0
         self._bye_due = False    # a session is open with a 1.4 or later accelerator: close() ends it
+        self._frame_bytes: int | None = None   # split tensors at this (a 1.5 or later accelerator)
         self._slice_ms = -1
         self._was_connected = False
         self._connected = False
@@ -212,6 +223,10 @@ class Client:
         self._ctx = context or zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         _tune(self._sock)
+        # An accelerator silent for less than the reply timeout (a daemon stopped with SIGSTOP,
+        # or paused in a debugger, answers no heartbeat) keeps its connection and, continued,
+        # its session: the timeout decides when a silent accelerator is given up on.
+        self._sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _heartbeat_timeout_ms(timeout))
         self._keyed = curve is not None
         if curve is not None:
             self._sock.curve_secretkey = curve.secret
@@ -247,7 +262,7 @@ class Client:
             self._sock.setsockopt(zmq.RCVTIMEO, slice_ms)
             self._slice_ms = slice_ms
         seq = 1 if isinstance(msg, Hello) else self._seq + 1
-        header, frames = encode_parts(msg, seq, self.session, self.version)
+        header, frames = encode_parts(msg, seq, self.session, self.version, self._frame_bytes)
         # Zero-copy is safe here: the caller's arrays cannot change before the reply arrives,
         # and the reply arrives after the request has left.
         _send(self._sock, [pack_header(header)], frames, copy_tensors=False)
@@ -282,9 +297,18 @@ class Client:
                                                 f"expected {msg.REPLY}")
         if isinstance(msg, Hello):
             self._bye_due = min(env.version, self.version) >= Bye.SINCE
+            self._frame_bytes = self._split_at(env.version, reply)
         elif isinstance(msg, (Bye, Shutdown)):
             self._bye_due = False
         return reply
+
+    def _split_at(self, peer: Version, caps: Capabilities) -> int | None:
+        """The frame size to split tensors at for an accelerator of version ``peer``: none before
+        1.5 (it takes one frame per tensor), else the ``max_frame_bytes`` it reports, or ours."""
+        if min(peer, self.version) < SPLIT_SINCE:
+            return None
+        reported = caps.limits.get("max_frame_bytes")
+        return reported if type(reported) is int and reported >= 1 else self.limits.max_frame_bytes
 
     def _wait(self, what: str, seq: int, timeout: float, since: float, progressed: bool) -> list:
         """The next message after a first slice passed without one: keep receiving in slices,
@@ -342,16 +366,18 @@ class Client:
         self._shut(text)
         raise kind(text)
 
-    def close(self, reason: str = "closed by its owner") -> None:
+    def close(self, reason: str = "closed by its owner", *, end_session: bool = True) -> None:
         """End the session with ``bye`` if one is open with an accelerator of 1.4 or later,
         waiting at most ``BYE_TIMEOUT_S`` for its ack, so the accelerator is free for the next
         client at once; then close the socket (pending messages are dropped). Later requests
         raise. The bye is not tapped: it carries nothing a replay needs, and whoever holds the
-        tap (a trace file) may be done with it."""
+        tap (a trace file) may be done with it. ``end_session=False`` sends no bye: the session
+        stays open, other clients' hellos get ``busy`` for its lease, and a client with the same
+        session id and client name reopens it with its hello."""
         if self._closed_because is not None:
             return
         try:
-            if self._bye_due:
+            if self._bye_due and end_session:
                 self._tap = None
                 self.request(Bye(), timeout=BYE_TIMEOUT_S)
         except (ProtocolError, AcceleratorGone):
@@ -434,8 +460,9 @@ class Server:
             self._sock.curve_publickey = curve.public
             self._sock.curve_server = True
         # Hard guard: ZeroMQ disconnects a peer whose frame exceeds this, before Python
-        # allocates it; read_envelope applies the finer limits.
-        self._sock.setsockopt(zmq.MAXMSGSIZE, limits.max_message_bytes)
+        # allocates it; read_envelope applies the finer limits. Per frame, not per message:
+        # so that max_frames frames cannot add up to more than max_message_bytes.
+        self._sock.setsockopt(zmq.MAXMSGSIZE, limits.max_frame_bytes)
         try:
             wildcard = address.startswith("tcp://") and address.endswith(":0")
             self._sock.bind(address[:-2] + ":*" if wildcard else address)
@@ -494,7 +521,8 @@ class Server:
             if self._tap:
                 self._tap(TapEvent(time.monotonic(), "h2a", env.header, frames[1:]))
             self._check_session(env)
-            request = decode_message(env, frames, self.limits, REQUESTS, self.version)
+            # release: a split tensor's frames are freed as they are joined, not held twice.
+            request = decode_message(env, frames, self.limits, REQUESTS, self.version, release=True)
             if isinstance(request, Hello):
                 self._open(env, request, handler)
             self._in_hand = ident, env

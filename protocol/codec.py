@@ -1,4 +1,4 @@
-"""Wire format: a msgpack header frame plus one raw frame per tensor (ZeroMQ multipart).
+"""Wire format: a msgpack header frame plus the tensors' raw frames (ZeroMQ multipart).
 
 Example::
 
@@ -6,24 +6,28 @@ Example::
     >>> frames = encode(Fetch(), seq=2, session="run-1")
     >>> env, msg = decode(frames)
     >>> env.type, env.seq, env.version, msg
-    ('fetch', 2, (1, 4), Fetch())
+    ('fetch', 2, (1, 5), Fetch())
 
 Frame 0 is the header, a msgpack map with exactly these keys::
 
-    {"v": [1, 4], "type": "load_data", "seq": 3, "session": "run-1",
+    {"v": [1, 5], "type": "load_data", "seq": 3, "session": "run-1",
      "body": {"start": 0},                                   # scalar fields
      "tensors": [{"name": "x", "dtype": "<f8", "shape": [100, 64], "frame": 1}, ...]}
 
-Frames 1..n hold the tensors' bytes, little-endian, C order. :func:`encode` only
+Frames 1..n hold the tensors' bytes, little-endian, C order. A tensor takes the frames from its
+``"frame"`` up to the next tensor's first frame (or the last frame): one frame each before 1.5;
+since 1.5 a sender may split a tensor over consecutive frames (``frame_bytes``), so that no frame
+is over the receiver's frame limit (:attr:`Limits.max_frame_bytes`). :func:`encode` only
 normalises representation (numpy scalars to Python numbers, arrays to contiguous
 little-endian frames, without copying when they already are); it does not check values,
 so a test can send an out-of-range field through it. :func:`decode` checks everything in
 the spec table of :mod:`protocol.messages` and raises :class:`ProtocolError` with a code
 from ``ERROR_CODES`` and a message naming the field.
 
-Decoded arrays are **read-only views** onto the received frames (no copy); copy them
-to modify. Nothing is allocated from a declared size before that size has been checked
-against :class:`Limits` and against the frame that carries the bytes.
+Decoded arrays are **read-only views** onto the received frames (no copy) for a tensor of one
+frame, and read-only arrays joined from its frames for a split one; copy them to modify.
+Nothing is allocated from a declared size before that size has been checked against
+:class:`Limits` and against the frames that carry the bytes.
 
 Versions: ``"v"`` is ``[major, minor]`` (a bare ``1`` is the 1.0 form and reads as (1, 0)).
 Every function takes the local ``version`` (default :data:`PROTOCOL_VERSION`), so a test can
@@ -36,7 +40,17 @@ every one it does. Example::
     (1, 5)
     >>> decode(encode(Fetch(), 2, "run-1", version=(2, 0)))
     Traceback (most recent call last):
-    protocol.codec.ProtocolError: bad_version: protocol version 2.0; this side speaks 1.4 (majors must match)
+    protocol.codec.ProtocolError: bad_version: protocol version 2.0; this side speaks 1.5 (majors must match)
+
+Split tensors (since 1.5)::
+
+    >>> from protocol.messages import Recentre
+    >>> frames = encode(Recentre(full_grad=np.zeros((4, 2)), anchor=np.ones((100, 2))), 3, "run-1",
+    ...                 frame_bytes=1024)
+    >>> [len(f) for f in frames[1:]], [t["frame"] for t in msgpack.unpackb(frames[0])["tensors"]]
+    ([64, 1024, 576], [1, 2])
+    >>> decode(frames)[1].anchor.sum()
+    np.float64(200.0)
 """
 from __future__ import annotations
 
@@ -53,7 +67,8 @@ from .formats import FormatError, parse_format
 from .messages import ERROR_CODES, MESSAGES, PROTOCOL_VERSION, Message, Scalar, Tensor, spec_of
 
 __all__ = ["Limits", "Envelope", "ProtocolError", "encode", "encode_parts", "decode",
-           "read_envelope", "decode_message", "size_error", "check_version", "Version"]
+           "read_envelope", "decode_message", "size_error", "check_version", "Version",
+           "SPLIT_SINCE"]
 
 MiB = 1 << 20
 HEADER_KEYS = ("v", "type", "seq", "session", "body", "tensors")
@@ -61,6 +76,7 @@ TENSOR_KEYS = ("name", "dtype", "shape", "frame")
 _HEADER_KEYSET, _TENSOR_KEYSET = set(HEADER_KEYS), set(TENSOR_KEYS)
 MAX_SESSION_CHARS = 256
 Version = tuple[int, int]   # (major, minor)
+SPLIT_SINCE: Version = (1, 5)   # a tensor may take several frames; older receivers refuse that
 
 
 class ProtocolError(Exception):
@@ -83,9 +99,13 @@ class ProtocolError(Exception):
 class Limits:
     """Size limits enforced on receipt (``Limits(max_message_bytes=64 << 20)``).
 
-    ``max_message_bytes`` bounds all frames of one message together; the server also sets
-    it as ZeroMQ's ``ZMQ_MAXMSGSIZE``, which bounds each frame: a peer sending a larger frame is
-    disconnected by ZeroMQ before that frame is allocated.
+    ``max_message_bytes`` bounds all frames of one message together, ``max_frames`` their
+    number. :attr:`max_frame_bytes` is derived from the two; the server sets it as ZeroMQ's
+    ``ZMQ_MAXMSGSIZE``, which bounds each frame: a peer sending a larger frame is disconnected
+    by ZeroMQ before that frame is allocated.
+
+    >>> Limits().max_frame_bytes == 16 * MiB
+    True
     """
 
     max_message_bytes: int = 256 * MiB
@@ -98,6 +118,16 @@ class Limits:
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise ValueError(f"Limits.{name} must be a positive integer; got {value!r}")
+        if self.max_frame_bytes < 1:
+            raise ValueError(f"Limits.max_frames ({self.max_frames}) must not exceed "
+                             f"max_message_bytes ({self.max_message_bytes})")
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """The largest frame: ``max_message_bytes // max_frames``, so that ZeroMQ, which holds
+        a whole multipart message before the server counts its frames, holds at most
+        ``max_message_bytes`` for a message of at most ``max_frames`` frames."""
+        return self.max_message_bytes // self.max_frames
 
 
 class Envelope(NamedTuple):
@@ -139,10 +169,12 @@ def _plain(obj: Any) -> Any:
 
 
 
-def encode_parts(msg: Message, seq: int, session: str,
-                 version: Version = PROTOCOL_VERSION) -> tuple[dict, list]:
+def encode_parts(msg: Message, seq: int, session: str, version: Version = PROTOCOL_VERSION,
+                 frame_bytes: int | None = None) -> tuple[dict, list]:
     """The header map and the tensor frames (zero-copy memoryviews when possible); the header
-    says ``version`` as [major, minor]."""
+    says ``version`` as [major, minor]. With ``frame_bytes`` (only for a receiver of
+    :data:`SPLIT_SINCE` or later), a larger tensor goes as consecutive frames of ``frame_bytes``,
+    the last one shorter: slices of one memoryview, still without a copy."""
     _, scalars, tensors = _TABLES[msg.TYPE]
     body: dict[str, Any] = {}
     for name, spec in scalars.items():
@@ -167,17 +199,23 @@ def encode_parts(msg: Message, seq: int, session: str,
         arr = np.ascontiguousarray(arr)
         if arr.dtype.hasobject:
             raise TypeError(f"{msg.TYPE}.{name}: object arrays cannot travel as raw frames")
-        frames.append(memoryview(arr.reshape(-1).view(np.uint8)))
         table.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape),
-                      "frame": len(frames)})
+                      "frame": len(frames) + 1})
+        raw = memoryview(arr.reshape(-1).view(np.uint8))
+        if frame_bytes is None or raw.nbytes <= frame_bytes:
+            frames.append(raw)
+        else:
+            frames.extend(raw[at:at + frame_bytes] for at in range(0, raw.nbytes, frame_bytes))
     header = {"v": [version[0], version[1]], "type": msg.TYPE, "seq": int(seq), "session": session,
               "body": body, "tensors": table}
     return header, frames
 
 
-def encode(msg: Message, seq: int, session: str, version: Version = PROTOCOL_VERSION) -> list:
-    """ZeroMQ multipart frames for ``msg``: packed header, then raw tensor frames."""
-    header, frames = encode_parts(msg, seq, session, version)
+def encode(msg: Message, seq: int, session: str, version: Version = PROTOCOL_VERSION,
+           frame_bytes: int | None = None) -> list:
+    """ZeroMQ multipart frames for ``msg``: packed header, then raw tensor frames (split at
+    ``frame_bytes`` as :func:`encode_parts` says)."""
+    header, frames = encode_parts(msg, seq, session, version, frame_bytes)
     return [pack_header(header), *frames]
 
 
@@ -325,8 +363,36 @@ def _format_problem(text: str) -> str | None:
     return None
 
 
+def _tensor_spans(starts: Sequence[int], n_frames: int) -> list[tuple[int, int]]:
+    """Per tensor, given its first frame in ``starts`` (distinct, 1 ≤ start < ``n_frames``), the
+    frames it takes as ``(first, stop)``: up to the next tensor's first frame, the last tensor's
+    up to ``n_frames``.
+
+    >>> _tensor_spans([4, 1], 6)
+    [(4, 6), (1, 4)]
+    """
+    stops = dict(zip(sorted(starts), [*sorted(starts)[1:], n_frames]))
+    return [(start, stops[start]) for start in starts]
+
+
+def _join(frames: Sequence[Any], first: int, stop: int, nbytes: int, release: bool) -> np.ndarray:
+    """The bytes of ``frames[first:stop]`` in one new array, copied frame by frame; with
+    ``release``, each entry of ``frames`` (a list) is set to None once copied, so that the frames
+    are freed as the array fills and the message peaks near its size, not twice it."""
+    out = np.empty(nbytes, np.uint8)
+    at = 0
+    for i in range(first, stop):
+        part = np.frombuffer(frames[i], np.uint8)
+        out[at:at + part.size] = part
+        at += part.size
+        del part
+        if release:
+            frames[i] = None
+    return out
+
+
 def _check_tensor(where: str, spec: Tensor, entry: dict, frames: Sequence[Any],
-                  limits: Limits) -> np.ndarray:
+                  span: tuple[int, int], limits: Limits, release: bool) -> np.ndarray:
     dtype_s, shape = entry["dtype"], entry["shape"]
     # Whitelist before np.dtype(): an arbitrary string could name an object dtype.
     if dtype_s not in spec.dtypes:
@@ -343,12 +409,16 @@ def _check_tensor(where: str, spec: Tensor, entry: dict, frames: Sequence[Any],
     if nbytes > limits.max_tensor_bytes:
         raise ProtocolError("too_large", f"{where}: shape {shape} of {dtype_s} is {nbytes} bytes, "
                                          f"over the limit of {limits.max_tensor_bytes}")
-    frame = frames[entry["frame"]]
-    have = _nbytes(frame)
+    first, stop = span
+    have = sum(_nbytes(frames[i]) for i in range(first, stop))
     if have != nbytes:
-        raise ProtocolError("malformed", f"{where}: frame {entry['frame']} holds {have} bytes; "
-                                         f"shape {shape} of {dtype_s} needs {nbytes}")
-    arr = np.frombuffer(frame, dtype=dtype) if nbytes else np.empty(0, dtype)
+        which = f"frame {first} holds" if stop == first + 1 else f"frames {first}..{stop - 1} hold"
+        raise ProtocolError("malformed", f"{where}: {which} {have} bytes; shape {shape} of "
+                                         f"{dtype_s} needs {nbytes}")
+    if stop == first + 1:
+        arr = np.frombuffer(frames[first], dtype=dtype) if nbytes else np.empty(0, dtype)
+    else:
+        arr = _join(frames, first, stop, nbytes, release).view(dtype)
     arr = arr.reshape(shape)
     arr.flags.writeable = False
     if spec.finite and dtype.kind == "f":
@@ -371,11 +441,14 @@ def _newer(env: Envelope, version: Version) -> bool:
 
 def decode_message(env: Envelope, frames: Sequence[Any], limits: Limits = Limits(),
                    types: Mapping[str, type] = MESSAGES,
-                   version: Version = PROTOCOL_VERSION) -> Message:
+                   version: Version = PROTOCOL_VERSION, release: bool = False) -> Message:
     """Validate body and tensors of a message whose envelope passed :func:`read_envelope`.
 
     A field or tensor this side does not know is ``extra_field``, unless the sender speaks a
-    higher minor than ``version``: then it is ignored (its frame still counts as used).
+    higher minor than ``version``: then it is ignored (its frames still count as used).
+    A tensor split over several frames is joined into a new array; with ``release`` (``frames``
+    a list the caller no longer needs) each of those frames is dropped from ``frames`` once
+    copied, so the message is not held twice.
     """
     if env.type not in types:
         raise ProtocolError("unknown_type", f"no message type {env.type!r:.40} here; expected one "
@@ -414,12 +487,14 @@ def decode_message(env: Envelope, frames: Sequence[Any], limits: Limits = Limits
                                              f"unused frame 1..{len(frames) - 1}")
         entries[name] = entry   # a later minor's tensor too: its frame is used, then ignored
         used.add(index)
-    if len(used) != len(frames) - 1:
+    if len(frames) > 1 and 1 not in used:   # a tensor's frames run up to the next tensor's
         raise ProtocolError("malformed", f"{env.type}: {len(frames) - 1} tensor frames but "
-                                         f"{len(used)} tensor entries")
+                                         f"{len(used)} tensor entries, none at frame 1")
+    spans = dict(zip(entries, _tensor_spans([e["frame"] for e in entries.values()], len(frames))))
     for name, spec in tensors.items():
         if name in entries:
-            values[name] = _check_tensor(f"{env.type}.{name}", spec, entries[name], frames, limits)
+            values[name] = _check_tensor(f"{env.type}.{name}", spec, entries[name], frames,
+                                         spans[name], limits, release)
         elif not spec.optional:
             raise ProtocolError("missing_field", f"{env.type}.{name}: required tensor is missing")
     return cls(**values)

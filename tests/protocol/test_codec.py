@@ -1,4 +1,5 @@
-"""Codec: round trips of every message type, zero-copy, read-only views, bounded allocation."""
+"""Codec: round trips of every message type, zero-copy, read-only views, bounded allocation,
+tensors split over frames (since 1.5) and joined bit for bit."""
 from __future__ import annotations
 
 import tracemalloc
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import messages as m
-from protocol.codec import Limits, ProtocolError, decode, encode
+from protocol.codec import Limits, ProtocolError, decode, decode_message, encode, read_envelope
 from protocol.messages import MESSAGES, Scalar, Tensor, spec_of
 
 FORMATS = ("fixed<1,7>", "fixed<2,14>", "e4m3fn", "bfp<8,16>", "fp32")
@@ -30,6 +31,8 @@ def _scalar(spec: Scalar) -> st.SearchStrategy:
         base = st.floats(lo, 1e300).filter(lambda v: v > 0 or not spec.positive)
     elif spec.kind == "str":
         base = st.text(max_size=20)
+    elif spec.kind == "bool":
+        base = st.booleans()
     elif spec.kind == "list":
         base = st.lists(st.one_of(st.integers(-10, 10), st.text(max_size=5)), max_size=4)
     else:
@@ -71,10 +74,12 @@ def _equal(a: m.Message, b: m.Message) -> bool:
 
 @pytest.mark.parametrize("mtype", list(MESSAGES))
 @settings(max_examples=40, deadline=None)
-@given(data=st.data(), seq=st.integers(0, 2**64 - 1), session=st.text(max_size=30))
-def test_every_message_type_round_trips(mtype, data, seq, session):
+@given(data=st.data(), seq=st.integers(0, 2**64 - 1), session=st.text(max_size=30),
+       frame_bytes=st.one_of(st.none(), st.integers(1, 24)))
+def test_every_message_type_round_trips(mtype, data, seq, session, frame_bytes):
     msg = data.draw(_message(MESSAGES[mtype]))
-    env, back = decode(encode(msg, seq, session))
+    env, back = decode(encode(msg, seq, session, frame_bytes=frame_bytes),
+                       Limits(max_frames=1000))
     assert (env.type, env.seq, env.session) == (mtype, seq, session)
     assert type(back) is type(msg) and _equal(msg, back)
 
@@ -148,3 +153,77 @@ def test_limits_reject_bad_values_and_error_codes_are_checked():
         Limits(max_frames=0)
     with pytest.raises(ValueError, match="bad_state"):
         ProtocolError("no_such_code", "x")
+    with pytest.raises(ValueError, match=r"max_frames \(17\) must not exceed max_message_bytes \(16\)"):
+        Limits(max_message_bytes=16, max_frames=17)
+
+
+# ---- tensors over the frame limit (since 1.5) ----------------------------------------------
+
+def test_the_frame_limit_is_derived_so_that_max_frames_frames_fit_the_message_limit():
+    assert Limits().max_frame_bytes == 16 << 20
+    assert Limits(max_message_bytes=1000, max_frames=3).max_frame_bytes == 333
+
+
+def _load(x: np.ndarray, y: np.ndarray, frame_bytes: int | None) -> list:
+    return encode(m.LoadData(start=0, x=x, y=y), 1, "s", frame_bytes=frame_bytes)
+
+
+X = np.random.default_rng(0).standard_normal((100, 7))   # 5600 bytes
+Y = np.random.default_rng(1).standard_normal(100)         # 800 bytes
+
+
+def test_a_tensor_over_frame_bytes_is_split_without_copy_and_joined_bit_for_bit():
+    # 1000 is not a multiple of 8: a frame may end inside an element.
+    frames = _load(X, Y, 1000)
+    assert [len(f) for f in frames[1:]] == [1000] * 5 + [600, 800]
+    assert [t["frame"] for t in msgpack.unpackb(frames[0])["tensors"]] == [1, 7]
+    assert all(np.shares_memory(np.frombuffer(f, np.uint8), X) for f in frames[1:7])
+    received = [frames[0], *(bytes(f) for f in frames[1:])]
+    _, msg = decode(received)
+    assert msg.x.tobytes() == X.tobytes() and msg.x.shape == (100, 7) and msg.x.dtype == "<f8"
+    assert not msg.x.flags.writeable
+    assert np.shares_memory(msg.y, np.frombuffer(received[7], np.uint8))   # one frame: a view
+    assert len(_load(X, Y, 5600)) == 3 and len(_load(X, Y, None)) == 3    # fits: one frame each
+
+
+def test_release_frees_each_joined_frame_and_keeps_the_one_frame_tensors():
+    frames = [bytes(f) for f in _load(X, Y, 1000)]
+    env = read_envelope(frames, Limits(max_frames=1000))
+    msg = decode_message(env, frames, release=True)
+    assert frames[1:7] == [None] * 6 and frames[7] is not None
+    assert np.array_equal(msg.x, X) and np.array_equal(msg.y, Y)
+
+
+def _lie(frames: list, **starts: int) -> list:
+    """``frames`` with the header's first frame of the named tensors changed."""
+    header = msgpack.unpackb(frames[0])
+    for entry in header["tensors"]:
+        entry["frame"] = starts.get(entry["name"], entry["frame"])
+    return [msgpack.packb(header), *frames[1:]]
+
+
+@pytest.mark.parametrize("lie,text", [
+    (lambda f: _lie(f, y=6), "load_data.x: frames 1..5 hold 5000 bytes; shape [100, 7] of <f8 "
+                             "needs 5600"),
+    (lambda f: _lie(f, y=8), "load_data.y: frame index 8 is not an unused frame 1..7"),
+    (lambda f: _lie(f, y=1), "load_data.y: frame index 1 is not an unused frame 1..7"),
+    (lambda f: _lie(f, x=2), "load_data: 7 tensor frames but 2 tensor entries, none at frame 1"),
+    (lambda f: f[:3] + f[4:], "load_data.y: frame index 7 is not an unused frame 1..6"),
+    (lambda f: f + [b"\0" * 8], "load_data.y: frames 7..8 hold 808 bytes"),    # one too many
+], ids=["y starts early", "y starts after the end", "both start at 1", "x starts late",
+        "a frame missing", "a frame too many"])
+def test_a_header_lying_about_the_frames_is_malformed(lie, text):
+    frames = lie([bytes(f) for f in _load(X, Y, 1000)])
+    with pytest.raises(ProtocolError) as err:
+        decode(frames, Limits(max_frames=1000))
+    assert err.value.code == "malformed" and text in err.value.message, err.value
+
+
+def test_frames_and_total_size_are_checked_however_a_message_is_split():
+    frames = _load(X, Y, 400)                     # 1 + 14 + 2 frames
+    with pytest.raises(ProtocolError, match="too_large: 17 frames, over the limit of 16"):
+        decode(frames)
+    with pytest.raises(ProtocolError, match="too_large: message of .* over the limit of 6000"):
+        decode(frames, Limits(max_message_bytes=6000, max_frames=100))
+    with pytest.raises(ProtocolError, match="too_large: load_data.x: shape .* over the limit of 5000"):
+        decode(frames, Limits(max_tensor_bytes=5000, max_frames=100))

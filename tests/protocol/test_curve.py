@@ -130,18 +130,18 @@ def test_key_files_are_checked_with_clear_errors(keys, tmp_path):
 
 @pytest.mark.slow
 def test_a_keyed_run_is_bit_identical_to_a_plain_one(keys, tmp_path):
-    from cosim.launch import AcceleratorProcess, free_tcp_address
+    from cosim.launch import AcceleratorProcess
     from host.train import TrainConfig, train
 
     cfg = TrainConfig(algorithms=("halp",), epochs=2)
     weights = []
     for keyed in (False, True):
-        address = free_tcp_address()
         extra = ["--keys", str(keys / "accel"), "--allow", str(keys / "allow")] if keyed else []
-        accel = AcceleratorProcess.start(address, args=tuple(extra), log=tmp_path / f"accel-{keyed}.log")
+        accel = AcceleratorProcess.start("tcp://127.0.0.1:0", args=tuple(extra),
+                                         log=tmp_path / f"accel-{keyed}.log")
         try:
             curve = client_keys(keys / "host", keys / "accel" / "accel.key") if keyed else None
-            weights.append(train(cfg, connect=address, curve=curve).weights["halp"])
+            weights.append(train(cfg, connect=accel.address, curve=curve).weights["halp"])
         finally:
             accel.stop()
     assert np.asarray(weights[0]).tobytes() == np.asarray(weights[1]).tobytes()
