@@ -41,7 +41,8 @@ def exit_with_parent(poll_s: float = 0.5) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m accel", description="Serve the cosim accelerator daemon.")
     parser.add_argument("--bind", default="tcp://127.0.0.1:5555",
-                        help="tcp://HOST:PORT or ipc://PATH (default: loopback tcp port 5555)")
+                        help="tcp://HOST:PORT (port 0: a free one, named in the line saying it serves) "
+                             "or ipc://PATH (default: loopback tcp port 5555)")
     parser.add_argument("--backend", default="emulated", choices=backends.names())
     parser.add_argument("--fpga", help="rtl backend: the board's Etherbone address udp://HOST:PORT")
     parser.add_argument("--count-ops", action="store_true",

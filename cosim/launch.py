@@ -6,15 +6,19 @@ Usage::
         train(cfg, connect=accel.address)
 
 ``start`` returns once the daemon says it is serving (or raises with the daemon's own
-error output if it exits first). Leaving the block stops it: a polite SIGTERM, then SIGKILL.
+error output if it exits first); on ``tcp://127.0.0.1:0`` the daemon binds a free port and
+``accel.address`` is the one it got, so no other process can take the port in between.
+Leaving the block stops it: a polite SIGTERM, then SIGKILL (at once for a stopped daemon,
+which would not handle the SIGTERM before it is continued).
 :func:`watch` turns the daemon dying mid-run into an :class:`AcceleratorDied` raised in the
-main thread, so a host blocked on a socket stops at once instead of waiting for its timeout.
+main thread, so a host blocked on a socket stops at once instead of waiting for its timeout;
+:func:`failure_notice` names what happened when the host's client gave up instead.
 """
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +28,30 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-READY_MARK = "serving"
+# The line accel.daemon.serve prints once it serves, with the address it bound.
+READY_LINE = re.compile(r"^cosim accel: serving \S+ on (\S.*)$", re.MULTILINE)
+# The stopped states of /proc/PID/stat (proc(5)): SIGSTOP or a terminal's, a debugger's.
+STOPPED = {"T": "stopped", "t": "stopped by a debugger"}
+
+
+def ready_address(output: str) -> str | None:
+    """The address a daemon serves on, from its output's ready line (None before it).
+
+        >>> ready_address("cosim accel: serving emulated on tcp://127.0.0.1:41234\\n")
+        'tcp://127.0.0.1:41234'
+    """
+    match = READY_LINE.search(output)
+    return match[1].strip() if match else None
+
+
+def process_state(pid: int) -> str | None:
+    """The process's state letter from /proc/PID/stat ("T": stopped; None: gone, or no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # pid (comm) state ...: the command name may hold spaces and parentheses, so after the last ")"
+    return stat[stat.rfind(")") + 2:][:1] or None
 
 
 class AcceleratorDied(RuntimeError):
@@ -44,11 +71,13 @@ class AcceleratorProcess:
     @classmethod
     def start(cls, address: str, *, backend: str = "emulated", fpga: str | None = None,
               timeout: float = 30.0, log: Path | None = None, args: tuple[str, ...] = ()) -> "AcceleratorProcess":
-        """Start ``python -m accel`` on ``address``; ``args``: further daemon options (``--lease``, ``--keys`` …)."""
+        """Start ``python -m accel`` on ``address`` (port 0: a free one, then :attr:`address` is the
+        one bound); ``args``: further daemon options (``--lease``, ``--keys`` …)."""
         self = cls._spawn([sys.executable, "-m", "accel", "--bind", address, "--backend", backend,
                            *(["--fpga", fpga] if fpga else []), *args, "--exit-with-parent"],
                           address, log or Path(tempfile.mkstemp(prefix="cosim-accel-", suffix=".log")[1]))
-        self._await(lambda: READY_MARK in self.output(), timeout)
+        self._await(lambda: ready_address(self.output()) is not None, timeout)
+        self._address = ready_address(self.output())
         return self
 
     @classmethod
@@ -111,14 +140,27 @@ class AcceleratorProcess:
             return False
         return True
 
+    def state(self) -> str | None:
+        """Its /proc state letter while it has not exited ("T": stopped), else None."""
+        return process_state(self.pid) if self.returncode is None else None
+
     def death_notice(self) -> str:
         """What to tell the user when the daemon exited under a running host."""
         tail = "\n".join(self.output().strip().splitlines()[-10:])
         return (f"{self.WHAT} (pid {self.pid}) exited with code {self.returncode} "
                 f"during the run" + (f"; its last output:\n{tail}" if tail else ""))
 
+    def stopped_notice(self, timeout: float, state: str) -> str:
+        """What to tell the user when the daemon, stopped (``state`` "T" or "t"), did not reply
+        within ``timeout`` seconds."""
+        return (f"{self.WHAT} (pid {self.pid}) did not reply within {timeout:g} s: it is "
+                f"{STOPPED[state]} (process state {state}), not exited")
+
     def stop(self, grace: float = 5.0) -> None:
-        if self._proc.poll() is None:
+        if self.state() in STOPPED:
+            self._proc.kill()        # SIGTERM would wait, unhandled, until someone sends SIGCONT
+            self._proc.wait()
+        elif self._proc.poll() is None:
             self._proc.terminate()
             try:
                 self._proc.wait(grace)
@@ -187,11 +229,17 @@ def watch(*procs: AcceleratorProcess, poll_s: float = 0.2) -> Iterator[None]:
         signal.signal(signal.SIGUSR1, previous)
 
 
-def free_tcp_address(host: str = "127.0.0.1") -> str:
-    """A tcp endpoint on a port that is free right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return f"tcp://{host}:{s.getsockname()[1]}"
+def failure_notice(timeout: float, *procs: AcceleratorProcess) -> str | None:
+    """What to tell the user when the host's client (reply timeout ``timeout``) gave up on a run
+    served by ``procs``: a stopped process as stopped, at once (it cannot exit before it is
+    continued); else one that exited, by its exit code (waiting a second for it: the client
+    often notices a dead peer before the process is gone); else None (the client's message
+    says it best)."""
+    for proc in procs:
+        if (state := proc.state()) in STOPPED:
+            return proc.stopped_notice(timeout, state)
+    dead = next((p for p in procs if p.exited(within=1.0)), None)
+    return dead.death_notice() if dead else None
 
 
 def ipc_address(directory: Path) -> str:
