@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
-from scipy.special import expit, log_softmax, softmax
 
 MODELS = ("linear", "logistic", "softmax")
 
@@ -118,6 +117,10 @@ class Objective:
 
     def predictions(self, scores: np.ndarray) -> np.ndarray:
         """a ↦ a (linear), σ(a) (logistic), softmax(a) (softmax); ℓ'(a) = predictions − targets."""
+        # scipy.special is imported where used: every cosim command reads MODELS (its flags'
+        # help), and importing scipy would add a third of a second of CPU to each.
+        from scipy.special import expit, softmax
+
         if self.model == "linear":
             return scores
         if self.model == "logistic":
@@ -140,6 +143,8 @@ class Objective:
 
     def loss(self, w: np.ndarray) -> float:
         """f(w): the mean of ℓ over the samples plus (λ/2)‖w‖²."""
+        from scipy.special import log_softmax     # where used, as in predictions()
+
         def chunk(s: slice) -> np.float64:
             a, targets = self.x[s] @ w, self.targets[s]
             if self.model == "linear":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import sys
 from pathlib import Path
+from typing import Callable
 
 from .messages import ERROR_CODES, REPLIES, REQUESTS, Tensor, spec_of
 
@@ -50,23 +51,29 @@ def generate() -> str:
     return "\n".join(lines + ["", END])
 
 
-def splice(text: str) -> str:
-    """``text`` with its generated block replaced by a fresh one."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"the document has no generated block; add the lines\n{BEGIN}\n{END}")
-    return text[:start] + generate() + text[end + len(END):]
+def splice(text: str, block: str | None = None) -> str:
+    """``text`` with its generated block replaced by ``block`` (a fresh one of this module's by
+    default), found by the block's first and last lines: its markers."""
+    block = generate() if block is None else block
+    begin, end = block.splitlines()[0], block.splitlines()[-1]
+    start, stop = text.find(begin), text.find(end, max(text.find(begin), 0))
+    if start < 0 or stop < start:
+        raise ValueError(f"the document has no generated block; add the lines\n{begin}\n{end}")
+    return text[:start] + block + text[stop + len(end):]
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], make: Callable[[], str] = generate, default: str = "docs/protocol.md",
+         command: str = "python -m protocol.doc") -> int:
+    """``command [PATH] [--check]``: rewrite the block ``make()`` generates in PATH (``default``),
+    or with --check exit 1 if it has drifted."""
     check = "--check" in argv
     args = [a for a in argv if a != "--check"]
-    path = Path(args[0] if args else "docs/protocol.md")
+    path = Path(args[0] if args else default)
     old = path.read_text()
-    new = splice(old)
+    new = splice(old, make())
     if check:
         if new != old:
-            print(f"{path} is out of date: run python -m protocol.doc", file=sys.stderr)
+            print(f"{path} is out of date: run {command}", file=sys.stderr)
             return 1
         return 0
     path.write_text(new)
