@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from accel.backends.emulated import offset_update
+from accel.backends.emulated import clamp_offset, offset_round
 from accel.bus import WORD, Bus, check_aligned
 from accel.numerics import LaneRNG
 from accel.rtl import microcode
 from accel.rtl.regmap import MEM, REGISTERS, codes_to_words, pack, unpack, words_to_codes
 from accel.spec.arith import AccArith
+from accel.spec.gradstats import UpdateTally
 from protocol.formats import PRESETS, FixedFormat
 
 __all__ = ["CoreModel", "RunError", "COUNTERS", "check_config", "step_cycles", "run_cycles"]
@@ -30,7 +31,11 @@ __all__ = ["CoreModel", "RunError", "COUNTERS", "check_config", "step_cycles", "
 FP32 = PRESETS["fp32"]
 # 64-bit counters by register stem, cleared by start.
 COUNTERS = ("STEPS_DONE", "SATURATIONS", "RNG_WORDS", "CYCLES", "OPS_ADD", "OPS_MUL", "OPS_DIV",
-            "OPS_LDEXP", "OPS_RINT", "OPS_CMP", "OPS_ROUND", "OPS_MAC")
+            "OPS_LDEXP", "OPS_RINT", "OPS_CMP", "OPS_ROUND", "OPS_MAC", "UPDATES", "VANISHED")
+# The update statistics' registers and window, cleared with the counters; the core writes the
+# window, the bus only reads it.
+EXTREMES = ("UPDATE_MIN", "UPDATE_MAX")
+STATS_WINDOW = "UPDATE_BINADES"
 _RW = {r.name: r for r in REGISTERS if r.access == "rw"}
 _BY_ADDR = {r.address: r for r in REGISTERS}
 
@@ -102,8 +107,13 @@ class CoreModel(Bus):
         self.regs = {name: r.reset for name, r in _RW.items()}
         self.mem = {name: np.zeros(words, dtype=np.uint32) for name, (_, words) in MEM.items()}
         self.status, self.error, self.error_step = 0, 0, 0
-        self.counters = dict.fromkeys(COUNTERS, 0)
         self._latched: dict[str, int] = {}
+        self._clear_counts()
+
+    def _clear_counts(self) -> None:
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.extremes = {r.name: r.reset for r in REGISTERS if r.name in EXTREMES}
+        self.mem[STATS_WINDOW][:] = 0
 
     # ---- the bus ----
     def _window(self, addr: int) -> tuple[str, int] | None:
@@ -121,7 +131,7 @@ class CoreModel(Bus):
         fixed = {"ID": r.reset, "VERSION": r.reset, "LANES": self.params["lanes"],
                  "PARAMS": pack("PARAMS", dot_lanes=self.params["dot_lanes"],
                                 max_classes=self.params["max_classes"], max_batch=self.params["max_batch"]),
-                 "STATUS": self.status, "ERROR": self.error, "ERROR_STEP": self.error_step}
+                 "STATUS": self.status, "ERROR": self.error, "ERROR_STEP": self.error_step, **self.extremes}
         if r.name in fixed:
             return fixed[r.name]
         stem, half = r.name.rsplit("_", 1)
@@ -146,7 +156,7 @@ class CoreModel(Bus):
         words = np.asarray(words, dtype=np.uint32)
         check_aligned(addr, words.size)
         hit = self._window(addr)
-        if hit and self._window(addr + WORD * (words.size - 1)) == (hit[0], hit[1] + words.size - 1):
+        if hit and hit[0] != STATS_WINDOW and self._window(addr + WORD * (words.size - 1)) == (hit[0], hit[1] + words.size - 1):
             self.mem[hit[0]][hit[1]:hit[1] + words.size] = words      # a burst inside one window
             return
         for k, w in enumerate(words):
@@ -155,7 +165,8 @@ class CoreModel(Bus):
     def _write_one(self, addr: int, w: int) -> None:
         hit = self._window(addr)
         if hit:
-            self.mem[hit[0]][hit[1]] = w
+            if hit[0] != STATS_WINDOW:                # read only, as on the core
+                self.mem[hit[0]][hit[1]] = w
             return
         r = _BY_ADDR.get(addr)
         if r is None or r.access == "ro":
@@ -168,13 +179,13 @@ class CoreModel(Bus):
                 self._reset()
             elif c["soft_reset"]:
                 self.status, self.error, self.error_step = 0, 0, 0
-                self.counters = dict.fromkeys(COUNTERS, 0)
+                self._clear_counts()
             elif c["start"]:
                 self._start()
 
     # ---- a run ----
     def _start(self) -> None:
-        self.counters = dict.fromkeys(COUNTERS, 0)
+        self._clear_counts()
         self.error, self.error_step = 0, 0
         try:
             self._run()
@@ -209,6 +220,7 @@ class CoreModel(Bus):
         rng = (LaneRNG(seed, self.regs["EPOCH"] & 0xFFFF, self.regs["RNG_LANES"])
                if cfg["rounding"] == "stochastic" else None)
         f_of, c_of = np.divmod(np.arange(F * C), C)          # element e = f*C + c, row-major
+        tally = UpdateTally(cfg["offset"])
         rhi = microcode.nonlinear.response_hi(FP32, C)
         for step in range(self.regs["STEPS"]):
             idx = order[step * B:(step + 1) * B]
@@ -240,16 +252,26 @@ class CoreModel(Bus):
             t = steps_t["t"]
             if np.isnan(t).any():
                 raise RunError("nan_update", step)
-            qn, sat = offset_update(q * 2.0 ** -of, t.reshape(F, C), cfg["offset"], cfg["rounding"],
-                                    rng, cfg["rbits"] or None)
+            qv, t = q * 2.0 ** -of, t.reshape(F, C)
+            rounded = offset_round(qv, t, cfg["offset"], cfg["rounding"], rng, cfg["rbits"] or None)
+            tally.add(t, qv, rounded)
+            qn, sat = clamp_offset(rounded, cfg["offset"])
             q = np.rint(qn * 2.0 ** of).astype(np.int64)
             self._store_q(q, Fp)
+            self._store_stats(tally)
             self.counters["SATURATIONS"] += sat
             self.counters["RNG_WORDS"] += F * C if rng is not None else 0
             self.counters["STEPS_DONE"] += 1
             self._count(counts)
         self.counters["CYCLES"] = run_cycles(cfg["algorithm"], cfg["problem"], self.regs["STEPS"], n_features=F,
                                              n_outputs=C, batch=B, dot_lanes=self.params["dot_lanes"])
+
+    def _store_stats(self, tally: UpdateTally) -> None:
+        """The statistics so far into their counters, registers (fp32 bits) and window."""
+        self.counters["UPDATES"], self.counters["VANISHED"] = tally.updates, tally.vanished
+        self.extremes = {"UPDATE_MIN": int(np.float32(tally.lo).view(np.uint32)),
+                         "UPDATE_MAX": int(np.float32(tally.hi).view(np.uint32))}
+        self.mem[STATS_WINDOW][:tally.counts.size] = tally.counts
 
     def _count(self, counts: dict[str, int]) -> None:
         for k, n in counts.items():

@@ -31,11 +31,12 @@ import numpy as np
 
 from accel.rtl import SV
 from accel.spec import SPEC_VERSION
+from accel.spec.gradstats import BINADE_FLOOR
 
 __all__ = ["REGMAP_VERSION", "MAGIC", "Field", "Register", "Window", "RegmapError", "REGISTERS",
            "WINDOWS", "REG", "MEM", "check", "pack", "unpack", "codes_to_words", "words_to_codes", "sv_package", "markdown_table"]
 
-REGMAP_VERSION = (2, 0)
+REGMAP_VERSION = (2, 1)
 MAGIC = int.from_bytes(b"CSIM", "big")        # reads as ASCII "CSIM" most significant byte first
 ACCESS = ("ro", "rw", "wo", "w1p")
 _UPPER, _LOWER = re.compile(r"[A-Z][A-Z0-9_]*"), re.compile(r"[a-z][a-z0-9_]*")
@@ -152,6 +153,12 @@ REGISTERS: tuple[Register, ...] = (
     *_pair("OPS_CMP", 0x0C8, "fp32 comparisons (max, min, compares)"),
     *_pair("OPS_ROUND", 0x0D0, "exact dots rounded into fp32 (step 3)"),
     *_pair("OPS_MAC", 0x0D8, "exact products of the dot (step 2)"),
+    # Update statistics of the run (docs/accelerator.md, "Update statistics"), with the
+    # window UPDATE_BINADES; t' is t with |t| clamped to 2^(IL+1), as step 7 clamps it.
+    *_pair("UPDATES", 0x0E0, "Offset updates (elements × steps)"),
+    *_pair("VANISHED", 0x0E8, "Updates with t != 0 that left q as it was (rounded to 0)"),
+    Register("UPDATE_MIN", 0x0F0, "ro", 0x7F80_0000, "Smallest |t'| != 0, fp32 bits (+inf: none yet)"),
+    Register("UPDATE_MAX", 0x0F4, "ro", 0, "Largest |t'|, fp32 bits"),
 )
 
 # Element layout: one element per 32-bit word; fixed point right-aligned and sign-extended,
@@ -165,6 +172,9 @@ WINDOWS: tuple[Window, ...] = (
     Window("ORDER", 0x0008_0000, 65536, "Sample order: the sample index of each step's draws"),
     Window("TARGETS", 0x000C_0000, 65536, "Targets y per sample (SGD): fp32 (linear, logistic) or the label (softmax)"),
     Window("DATA", 0x0010_0000, 262144, "Data x: (n, f) at word n*F_pad + f, padding 0"),
+    Window("UPDATE_BINADES", 0x0000_0100, 64, "Updates with t != 0 per binade of the grid, "
+           f"floor(log2|t'|) + FL = k - {-BINADE_FLOOR} at word k (word 0 also every binade below); "
+           "cleared by start"),
 )
 
 
@@ -295,6 +305,7 @@ def sv_package() -> str:
            f"  localparam int unsigned REGMAP_VERSION_MINOR = {REGMAP_VERSION[1]};",
            f"  localparam int unsigned SPEC_VERSION_MAJOR = {SPEC_VERSION[0]};",
            f"  localparam int unsigned SPEC_VERSION_MINOR = {SPEC_VERSION[1]};",
+           f"  localparam int BINADE_FLOOR = {BINADE_FLOOR};  // the lowest binade UPDATE_BINADES counts",
            f"  localparam logic [31:0] ID_MAGIC = {_hex32(MAGIC)};  // \"CSIM\"",
            f"  localparam int unsigned ADDR_BITS = {(top - 1).bit_length()};  // byte address bits used"]
     for comment, kind, assignment in _sv_params(REGISTERS, WINDOWS):

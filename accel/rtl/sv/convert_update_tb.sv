@@ -33,13 +33,14 @@ module convert_update_tb #(
   input  logic [5:0]                rbits,
   input  logic [31:0]               word,
   output logic signed [MAXBITS-1:0] q_next,
-  output logic                      saturated
+  output logic                      saturated,
+  output logic                      kept
 );
 
   int_to_fp32 #(.W(W_A), .EW(EW)) u_convert_a (.v(v_a), .e(e_a), .y(y_a), .overflow(overflow_a));
   int_to_fp32 #(.W(W_B), .EW(EW)) u_convert_b (.v(v_b), .e(e_b), .y(y_b), .overflow(overflow_b));
   int_to_fp32 #(.W(W_C), .EW(EW)) u_convert_c (.v(v_c), .e(e_c), .y(y_c), .overflow(overflow_c));
   offset_update #(.MAXBITS(MAXBITS)) u_update (.q, .t, .il, .fl, .stochastic, .rbits, .word, .q_next,
-                                              .saturated);
+                                              .saturated, .kept);
 
 endmodule

@@ -11,8 +11,10 @@
 //   RESP    per row, the response program of the microcode (step 4) into the R scratch;
 //   UPD     per offset element (f, c) in row-major order, the update program (steps 5-7: the
 //           batch gradient, u, t) ending in `update`: offset_update with this element's
-//           random word (lane e mod RNG_LANES), q written back, saturations counted. A NaN t
-//           stops the run (ERROR nan_update); the driver restores q.
+//           random word (lane e mod RNG_LANES), q written back, saturations counted, the
+//           update statistics taken (UPDATES, VANISHED, UPDATE_MIN/MAX and a counter per binade
+//           of t, read off its exponent field). A NaN t stops the run (ERROR nan_update); the
+//           driver restores q.
 // The microcode (accel/rtl/microcode.py, ROM in cosim_ucode_pkg) runs on one sequencer with
 // one binary32 unit of each kind: 3 cycles per instruction, 30 for a divide.
 //
@@ -61,10 +63,14 @@ module cosim_core #(
   localparam int DRW = $clog2(DROWS);
   localparam int QRW = $clog2(QROWS);
   localparam int SCW = BW + CW;                                    // scratch index {row, output}
-  localparam int NCNT = 12;
+  localparam int NCNT = 14;
   // counter indices, in register-map order from STEPS_DONE_LO
   localparam int C_STEPS = 0, C_SAT = 1, C_RNG = 2, C_CYC = 3, C_ADD = 4, C_MUL = 5, C_DIV = 6,
-                 C_LDEXP = 7, C_RINT = 8, C_CMP = 9, C_ROUND = 10, C_MAC = 11;
+                 C_LDEXP = 7, C_RINT = 8, C_CMP = 9, C_ROUND = 10, C_MAC = 11, C_UPD = 12, C_VAN = 13;
+  localparam int NBIN = cosim_regs_pkg::MEM_UPDATE_BINADES_WORDS;
+  localparam int BINW = $clog2(NBIN);
+  localparam int SH_BIN = $clog2(NBIN * 4);
+  localparam logic [30:0] NO_MIN = 31'h7F80_0000;                   // +inf: no t != 0 yet
   localparam logic [31:0] ONE = 32'h3F80_0000;
 
   // ---------------------------------------------------------------- configuration registers
@@ -330,11 +336,32 @@ module cosim_core #(
   // step 7 for the element in hand
   logic [31:0]        rng_word;
   logic signed [15:0] q_next;
-  logic               saturated;
+  logic               saturated, kept;
   assign rng_word = rng_words[32 * lane[$clog2(LANES+1)-1:0] +: 32];
   offset_update #(.MAXBITS(MAXBITS)) u_update (
     .q(q_code), .t(a_v), .il(5'(ob - of)), .fl(of), .stochastic, .rbits, .word(rng_word),
-    .q_next, .saturated);
+    .q_next, .saturated, .kept);
+
+  // The update statistics of the element in hand (docs/accelerator.md, "Update statistics"):
+  // t' = t with |t| clamped to 2^(IL+1) as step 7 clamps it (+-inf too; a NaN stops the run),
+  // compared as magnitude bits (fp32 magnitudes order as integers), and its binade of the grid,
+  // floor(log2|t'|) + FL, read off the exponent field. A subnormal t' lies far below
+  // BINADE_FLOOR for every FL <= 16: it counts in the lowest binade, as every binade below.
+  localparam logic signed [9:0] FLOOR_B = 10'(cosim_regs_pkg::BINADE_FLOOR);
+  logic [7:0]        top_exp;             // the biased exponent of 2^(IL+1)
+  logic [30:0]       t_mag;               // |t'|
+  logic              t_nonzero;
+  logic signed [9:0] t_binade;            // floor(log2|t'|) + FL, for a normal t'
+  logic [BINW-1:0]   t_bin;               // its counter
+  logic [30:0]       u_min, u_max;
+  logic [31:0]       binade_cnt [NBIN];
+  always_comb begin
+    top_exp = 8'd128 + 8'(ob - of);
+    t_mag = (a_v[30:23] >= top_exp) ? {top_exp, 23'd0} : a_v[30:0];
+    t_nonzero = a_v[30:0] != '0;
+    t_binade = $signed({2'b00, t_mag[30:23]}) - 10'sd127 + $signed({5'b0, of});
+    t_bin = (t_mag[30:23] == 8'd0 || t_binade < FLOOR_B) ? '0 : BINW'(t_binade - FLOOR_B);
+  end
 
   // ---------------------------------------------------------------- operands
   logic [31:0] resp_hi;
@@ -446,16 +473,13 @@ module cosim_core #(
     rs_we <= 1'b0;
     q_we_k <= 1'b0;
     rng_start <= 1'b0;
-    if (rst || ctl_reset) begin
+    if (rst || ctl_reset || ctl_soft) begin
       st_busy <= 1'b0; st_done <= 1'b0; st_error <= 1'b0;
       err_code <= '0; err_step <= '0;
       state <= S_IDLE; sq <= Q_IDLE;
       for (int k = 0; k < NCNT; k++) cnt[k] <= '0;
-    end else if (ctl_soft) begin
-      st_busy <= 1'b0; st_done <= 1'b0; st_error <= 1'b0;
-      err_code <= '0; err_step <= '0;
-      state <= S_IDLE; sq <= Q_IDLE;
-      for (int k = 0; k < NCNT; k++) cnt[k] <= '0;
+      u_min <= NO_MIN; u_max <= '0;
+      for (int k = 0; k < NBIN; k++) binade_cnt[k] <= '0;
     end else begin
       if (st_busy) cnt[C_CYC] <= cnt[C_CYC] + 64'd1;
       // -------- the sequencer
@@ -512,6 +536,13 @@ module cosim_core #(
               q_wdata_k <= q_next;
               cnt[C_SAT] <= cnt[C_SAT] + 64'(saturated);
               cnt[C_RNG] <= cnt[C_RNG] + 64'(stochastic);
+              cnt[C_UPD] <= cnt[C_UPD] + 64'd1;
+              if (t_nonzero) begin
+                cnt[C_VAN] <= cnt[C_VAN] + 64'(kept);
+                if (t_mag < u_min) u_min <= t_mag;
+                if (t_mag > u_max) u_max <= t_mag;
+                binade_cnt[t_bin] <= binade_cnt[t_bin] + 32'd1;
+              end
               pc <= pc + 8'd1;
               sq <= Q_FETCH;
             end
@@ -538,6 +569,8 @@ module cosim_core #(
           if (ctl_start) begin
             st_done <= 1'b0; st_error <= 1'b0; err_code <= '0; err_step <= '0;
             for (int k = 0; k < NCNT; k++) cnt[k] <= '0;
+            u_min <= NO_MIN; u_max <= '0;
+            for (int k = 0; k < NBIN; k++) binade_cnt[k] <= '0;
             if (!config_ok) begin
               st_error <= 1'b1;
               err_code <= 4'd1;
@@ -762,9 +795,13 @@ module cosim_core #(
       cosim_regs_pkg::ADDR_N_FEATURES: rd_word = r_n_features;
       cosim_regs_pkg::ADDR_N_OUTPUTS:  rd_word = r_n_outputs;
       cosim_regs_pkg::ADDR_RNG_LANES:  rd_word = r_rng_lanes;
+      cosim_regs_pkg::ADDR_UPDATE_MIN: rd_word = {1'b0, u_min};
+      cosim_regs_pkg::ADDR_UPDATE_MAX: rd_word = {1'b0, u_max};
       default:
         if (rd_a >= cosim_regs_pkg::ADDR_STEPS_DONE_LO && rd_k < NCNT)
           rd_word = rd_a[2] ? hi_latch[rd_k[3:0]] : cnt[rd_k[3:0]][31:0];
+        else if (rd_a >> SH_BIN == cosim_regs_pkg::MEM_UPDATE_BINADES_BASE >> SH_BIN && !rd1_busy)
+          rd_word = binade_cnt[rd_a[BINW+1:2]];
     endcase
   end
 

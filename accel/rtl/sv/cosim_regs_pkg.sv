@@ -4,9 +4,10 @@
 /* verilator lint_off UNUSEDPARAM */
 package cosim_regs_pkg;
   localparam int unsigned REGMAP_VERSION_MAJOR = 2;
-  localparam int unsigned REGMAP_VERSION_MINOR = 0;
+  localparam int unsigned REGMAP_VERSION_MINOR = 1;
   localparam int unsigned SPEC_VERSION_MAJOR = 2;
   localparam int unsigned SPEC_VERSION_MINOR = 0;
+  localparam int BINADE_FLOOR = -32;  // the lowest binade UPDATE_BINADES counts
   localparam logic [31:0] ID_MAGIC = 32'h4353_494D;  // "CSIM"
   localparam int unsigned ADDR_BITS = 21;  // byte address bits used
 
@@ -16,7 +17,7 @@ package cosim_regs_pkg;
 
   // VERSION (ro): Register map and kernel spec versions
   localparam logic [31:0] ADDR_VERSION = 32'h0000_0004;
-  localparam logic [31:0] RESET_VERSION = 32'h0200_0200;
+  localparam logic [31:0] RESET_VERSION = 32'h0201_0200;
   localparam int unsigned VERSION_SPEC_MINOR_LSB = 0;
   localparam int unsigned VERSION_SPEC_MINOR_WIDTH = 8;
   localparam int unsigned VERSION_SPEC_MAJOR_LSB = 8;
@@ -252,6 +253,30 @@ package cosim_regs_pkg;
   localparam logic [31:0] ADDR_OPS_MAC_HI = 32'h0000_00DC;
   localparam logic [31:0] RESET_OPS_MAC_HI = 32'h0000_0000;
 
+  // UPDATES_LO (ro): Offset updates (elements × steps), bits 31:0 (reading it latches _HI)
+  localparam logic [31:0] ADDR_UPDATES_LO = 32'h0000_00E0;
+  localparam logic [31:0] RESET_UPDATES_LO = 32'h0000_0000;
+
+  // UPDATES_HI (ro): Offset updates (elements × steps), bits 63:32 (as latched by _LO)
+  localparam logic [31:0] ADDR_UPDATES_HI = 32'h0000_00E4;
+  localparam logic [31:0] RESET_UPDATES_HI = 32'h0000_0000;
+
+  // VANISHED_LO (ro): Updates with t != 0 that left q as it was (rounded to 0), bits 31:0 (reading it latches _HI)
+  localparam logic [31:0] ADDR_VANISHED_LO = 32'h0000_00E8;
+  localparam logic [31:0] RESET_VANISHED_LO = 32'h0000_0000;
+
+  // VANISHED_HI (ro): Updates with t != 0 that left q as it was (rounded to 0), bits 63:32 (as latched by _LO)
+  localparam logic [31:0] ADDR_VANISHED_HI = 32'h0000_00EC;
+  localparam logic [31:0] RESET_VANISHED_HI = 32'h0000_0000;
+
+  // UPDATE_MIN (ro): Smallest |t'| != 0, fp32 bits (+inf: none yet)
+  localparam logic [31:0] ADDR_UPDATE_MIN = 32'h0000_00F0;
+  localparam logic [31:0] RESET_UPDATE_MIN = 32'h7F80_0000;
+
+  // UPDATE_MAX (ro): Largest |t'|, fp32 bits
+  localparam logic [31:0] ADDR_UPDATE_MAX = 32'h0000_00F4;
+  localparam logic [31:0] RESET_UPDATE_MAX = 32'h0000_0000;
+
   // OFFSET_Q: Offset q: element (f, c) at word c*F_pad + f
   localparam logic [31:0] MEM_OFFSET_Q_BASE = 32'h0001_0000;
   localparam int unsigned MEM_OFFSET_Q_WORDS = 4096;
@@ -279,5 +304,9 @@ package cosim_regs_pkg;
   // DATA: Data x: (n, f) at word n*F_pad + f, padding 0
   localparam logic [31:0] MEM_DATA_BASE = 32'h0010_0000;
   localparam int unsigned MEM_DATA_WORDS = 262144;
+
+  // UPDATE_BINADES: Updates with t != 0 per binade of the grid, floor(log2|t'|) + FL = k - 32 at word k (word 0 also every binade below); cleared by start
+  localparam logic [31:0] MEM_UPDATE_BINADES_BASE = 32'h0000_0100;
+  localparam int unsigned MEM_UPDATE_BINADES_WORDS = 64;
 endpackage
 /* verilator lint_on UNUSEDPARAM */

@@ -13,6 +13,8 @@
 //   word       - this element's 32-bit random word; U = its top r bits (word >> (32 - r)).
 //   q_next     - the new code, sign-extended to MAXBITS bits.
 //   saturated  - the rounded q - t lay outside the offset range and was clamped to it.
+//   kept       - the rounded q - t is q itself: the update rounded to 0 (it vanished when t != 0;
+//                the update statistics, docs/accelerator.md).
 //
 // How. |t| is clamped to 2^(IL+1) first (beyond it q - t saturates either way, and is counted
 // the same; docs/accelerator.md step 7). Then y = -t * 2^FL (the difference in grid units, less
@@ -48,7 +50,8 @@ module offset_update #(
   input  logic [5:0]                rbits,
   input  logic [31:0]               word,
   output logic signed [MAXBITS-1:0] q_next,
-  output logic                      saturated
+  output logic                      saturated,
+  output logic                      kept
 );
 
   localparam int G  = 32;                  // fraction bits kept of y: r <= 32
@@ -118,6 +121,7 @@ module offset_update #(
       // does not lean on that.
       up = frac[G-1] && ((frac[G-2:0] != '0) || sticky || k[0]);
     rounded = k + KW'(up);
+    kept = rounded == KW'(q);
 
     // Clamp into fixed<IL,FL>.
     lim = KW'(1) << (il + fl - FW'(1));

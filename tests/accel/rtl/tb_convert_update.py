@@ -22,7 +22,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import Timer
 
-from accel.backends.emulated import offset_update
+from accel.backends.emulated import offset_round, offset_update
 from accel.numerics import quantize
 from protocol.formats import parse_format
 
@@ -229,14 +229,16 @@ def boundary_words(rng: np.random.Generator, t: np.ndarray, fl: int, rbits: int)
 
 
 def update_reference(codes: np.ndarray, t: np.ndarray, words: np.ndarray, il: int, fl: int,
-                     rounding: str, rbits: int) -> tuple[np.ndarray, np.ndarray]:
-    """(new codes, per-element saturation) from the emulated backend's offset_update."""
+                     rounding: str, rbits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(new codes, per-element saturation, per-element kept: Q(q − t) = q before the clamp) from
+    the emulated backend's offset_update and offset_round."""
     fmt = parse_format(f"fixed<{il},{fl}>")
     q = codes.astype(np.float64) * 2.0**-fl
     rng = words if rounding == "stochastic" else None
     kw = dict(rbits=rbits or None)
     with np.errstate(invalid="ignore"):
         v, count = offset_update(q, t, fmt, rounding, rng, **kw)
+        kept = offset_round(q, t, fmt, rounding, rng, **kw) == q
     new = v * 2.0**fl
     assert np.array_equal(new, np.round(new)), "reference off the grid"
     sat = np.zeros(len(t), dtype=bool)
@@ -244,27 +246,27 @@ def update_reference(codes: np.ndarray, t: np.ndarray, words: np.ndarray, il: in
         one = words[i:i + 1] if rng is not None else None
         sat[i] = offset_update(q[i:i + 1], t[i:i + 1], fmt, rounding, one, **kw)[1] == 1
     assert int(sat.sum()) == count, "per-element saturations do not add up to the reference count"
-    return new.astype(np.int64), sat
+    return new.astype(np.int64), sat, kept
 
 
 async def update_cases(dut, codes, t, words, il, fl, rounding, rbits, what) -> int:
-    want, want_sat = update_reference(codes, t, words, il, fl, rounding, rbits)
+    want, want_sat, want_kept = update_reference(codes, t, words, il, fl, rounding, rbits)
     dut.il.value, dut.fl.value = il, fl
     dut.stochastic.value = int(rounding == "stochastic")
     dut.rbits.value = rbits
     bits = fp32_bits(t)
     bad = []
-    for qi, ti, wi, want_q, want_s in zip(codes.tolist(), bits.tolist(), words.tolist(), want.tolist(),
-                                          want_sat.tolist()):
+    for qi, ti, wi, want_q, want_s, want_k in zip(codes.tolist(), bits.tolist(), words.tolist(), want.tolist(),
+                                                  want_sat.tolist(), want_kept.tolist()):
         dut.q.value = qi
         dut.t.value = ti
         dut.word.value = wi
         await Timer(1, "ns")
         got_q = dut.q_next.value.to_signed()
-        got_s = int(dut.saturated.value)
-        if got_q != want_q or got_s != int(want_s):
+        got_s, got_k = int(dut.saturated.value), int(dut.kept.value)
+        if got_q != want_q or got_s != int(want_s) or got_k != int(want_k):
             bad.append(f"q={qi} t={np.uint32(ti).view(np.float32)!r} ({ti:#010x}) word={wi:#010x}: RTL "
-                       f"{got_q} sat {got_s}, reference {want_q} sat {int(want_s)}")
+                       f"{got_q} sat {got_s} kept {got_k}, reference {want_q} sat {int(want_s)} kept {int(want_k)}")
     fail_report(f"offset_update fixed<{il},{fl}> {rounding} rbits={rbits} {what}", bad, len(codes))
     return len(codes)
 

@@ -4,7 +4,7 @@ current, the programs' instruction classes are the spec's operation counts, and 
 from __future__ import annotations
 
 import pytest
-from test_rtl_core import assert_same, session
+from test_rtl_core import assert_same, check_statistics_registers, session, statistics_registers
 
 from accel.backends.emulated import EmulatedBackend
 from accel.backends.rtl import RtlBackend
@@ -66,3 +66,9 @@ def test_model_registers():
     assert core.read(REG["STATUS"]) == 0b100 and core.read(REG["ERROR"]) == 1
     core.write(REG["CONTROL"], 0b10)
     assert core.read(REG["STEPS"]) == 0 and core.read(REG["STATUS"]) == 0
+
+
+def test_model_statistics_registers():
+    """The update statistics' counters, registers and window: set by a run, cleared by the next
+    start and by a soft reset, read only (the simulated core: test_rtl_core)."""
+    check_statistics_registers(statistics_registers(CoreModel()))

@@ -10,6 +10,8 @@ from accel.rtl import regmap
 from accel.rtl.build import lint
 from accel.rtl.regmap import MEM, REG, REGISTERS, WINDOWS, Field, Register, RegmapError, Window, check
 from accel.spec import SPEC_VERSION
+from accel.spec.gradstats import binade_slots
+from protocol.formats import FixedFormat
 
 
 def test_generated_files_are_current():
@@ -40,9 +42,12 @@ def test_shipped_map_contents():
     version = regmap.unpack("VERSION", regmap._BY_NAME["VERSION"].reset)
     assert (version["spec_major"], version["spec_minor"]) == SPEC_VERSION
     assert (version["map_major"], version["map_minor"]) == regmap.REGMAP_VERSION
-    for name in ("STEPS_DONE", "SATURATIONS", "RNG_WORDS", "CYCLES", "SEED"):
+    for name in ("STEPS_DONE", "SATURATIONS", "RNG_WORDS", "CYCLES", "SEED", "UPDATES", "VANISHED"):
         assert REG[f"{name}_HI"] == REG[f"{name}_LO"] + 4
-    assert {"DATA", "OFFSET_Q", "ANCHOR_Q", "ANCHOR_TERMS", "G_TILDE", "ORDER", "TARGETS"} == set(MEM)
+    assert {"DATA", "OFFSET_Q", "ANCHOR_Q", "ANCHOR_TERMS", "G_TILDE", "ORDER", "TARGETS",
+            "UPDATE_BINADES"} == set(MEM)
+    # One counter per binade a 16-bit offset's updates can reach (accel.spec.gradstats).
+    assert MEM["UPDATE_BINADES"][1] >= binade_slots(FixedFormat(1, 15))
     assert REG["CONTROL"] and regmap._BY_NAME["CONTROL"].access == "w1p"
 
 

@@ -2,8 +2,8 @@
 
 The board (``tests/conftest.py``) is the Verilator-built core behind the cocotb bench, reached
 over Etherbone on loopback UDP by the same driver a real board gets. Every test compares with
-the emulated backend: the offset after every epoch, the scale, the saturations, the counters
-and every operation count (the core's own counters, read back by the driver).
+the emulated backend: the offset after every epoch, the scale, the saturations, the counters,
+the update statistics and every operation count (the core's own counters, read back by the driver).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from accel.bus import WORD
 from accel.etherbone import EtherboneBus
 from accel.rtl import CORE_SOURCES
 from accel.rtl.build import lint
+from accel.rtl.model import CoreModel
 from accel.rtl.regmap import MEM, REG, REGISTERS
 from accel.spec import KernelConfig, KernelError
 from protocol.formats import parse_format
@@ -63,7 +64,7 @@ def session(backend, problem: str, algorithm: str, rounding: str, bits: int, *, 
             out.append(backend.promote(parse_format(f"fixed<3,{bits - 2}>"), parse_format("fp32")))
         order = rng.integers(0, n, steps * batch).astype(np.uint32)
         try:
-            out.append(backend.run_epoch(kernel, e, steps, step_size, batch, order))
+            out.append(backend.run_epoch(kernel, e, steps, step_size, batch, order, statistics=True))
         except KernelError as exc:
             out.append(f"refused: {exc}")
         state = backend.fetch()
@@ -128,6 +129,39 @@ def test_a_diverged_epoch_is_refused_and_keeps_the_offset(board):
         assert np.array_equal(before.offset, after.offset) and before.offset.min() == -1.0
         results.append((after.offset.tobytes(), after.counters))
     assert results[0] == results[1]
+
+
+def statistics_registers(bus) -> list:
+    """What the update statistics' registers and window read after a run, after a second run,
+    after a write to the window (read only) and after a soft reset: every run clears them."""
+    rtl = RtlBackend(bus=bus)
+    classes, x, y = _problem("linear", 12, 5, 0)
+    session(rtl, "linear", "lpsgd", "nearest_even", 6, x=x, y=y, classes=classes, epochs=1)
+
+    def snapshot():
+        return (rtl._counter("UPDATES"), rtl._counter("VANISHED"), bus.read(REG["UPDATE_MIN"]),
+                bus.read(REG["UPDATE_MAX"]), bus.read_words(MEM["UPDATE_BINADES"][0], 64).tolist())
+    first = snapshot()
+    rtl.run_epoch("sgd", 1, 3, 0.3, 1, np.arange(3, dtype=np.uint32))
+    second = snapshot()
+    bus.write_words(MEM["UPDATE_BINADES"][0], np.arange(64, dtype=np.uint32))
+    written = snapshot()
+    bus.write(REG["CONTROL"], 0b100)                       # soft reset
+    return [first, second, written, snapshot()]
+
+
+def check_statistics_registers(seen: list) -> None:
+    first, second, written, cleared = seen
+    assert first[0] == 12 * 5 and sum(first[4]) <= first[0] and first[2] <= first[3]
+    assert second[0] == 3 * 5 and sum(second[4]) <= 15              # the second run's own
+    assert written == second and cleared == (0, 0, 0x7F80_0000, 0, [0] * 64)
+
+
+@pytest.mark.slow
+def test_the_statistics_registers_are_the_models(board):
+    seen = statistics_registers(EtherboneBus(board))
+    check_statistics_registers(seen)
+    assert seen == statistics_registers(CoreModel())
 
 
 @pytest.mark.slow
