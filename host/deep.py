@@ -1,0 +1,355 @@
+"""SGD and SVRG for the networks of ``host/nets.py`` on the host; mixed and LP-SGD through the accelerator.
+
+Usage::
+
+    result = train_net(TrainConfig(model="mlp:128", algorithms=("sgd", "svrg"), epochs=20),
+                       on_epoch=lambda r: print(r.algorithm, r.epoch, r.loss, r.test_accuracy))
+    result.records             # NetRecord per algorithm and epoch (epoch 0: the seeded start)
+    result.weights["svrg"]     # final flat weights (host/nets.py's layout)
+    result.config              # the settings used, rule-based defaults filled in
+    train_net(cfg, dtype=torch.float32)   # the same code in float32
+    train_net(cfg, acc=client)            # mixed and lpsgd: an AcceleratorClient after hello()
+
+``cfg`` is anything with TrainConfig's fields ``dataset``, ``model`` (a network spec),
+``algorithms``, ``epochs``, ``seed``, ``l2``, ``step_size``, ``inner_steps``, ``batch_size``
+and the synthetic data sets' ``samples``, ``features``, ``condition``, ``classes``
+(``NetSettings``); nothing else is read.
+
+Conventions of ``host/optimizers.py``: epoch e (1, 2, …) uses the samples
+``epoch_order(seed, e, n_train, T·B)``, step t the entries t·B … t·B + B − 1. SVRG computes
+the full gradient g̃ at its anchor w̃ once per epoch, steps w ← w − α(∇f_B(w) − ∇f_B(w̃) + g̃)
+and takes the last iterate as the next anchor (option I). The full gradient an epoch ends
+with is its record's and the next anchor's, computed once.
+
+Default rules (no per-data-set values): α = NET_STEP_SIZE, T = ⌈n_train/B⌉ (one pass per
+epoch). Data: the data set without its bias column (every layer has biases), split by
+``train_test_split(ds, seed)`` (80/20); training loss and gradient are over the training
+part, accuracy over the test part.
+
+On the accelerator (``docs/accelerator.md``, "Networks on the accelerator"), with the layer
+kernel formats of ``cfg.recipe`` (host/recipes.py), one configure_net and data load per
+algorithm:
+
+- ``mixed``: float64 master weights here. Each step sends w (the accelerator rounds it into
+  the weights format) and the minibatch's indices in a ``net_grad``, and steps
+  w ← w − α(g + λw) in float64 with the low-precision gradient g it gets back. The records
+  carry what those messages cost: their number, bytes (both directions, as encoded) and the
+  seconds they took beyond the accelerator's own compute time;
+- ``lpsgd``: the weights live on the accelerator in the update format; one ``run_net_epoch``
+  per epoch (the decay λw in the weight-gradient format there), then ``fetch_net``.
+
+Loss, gradient norm and test accuracy of every record are the host's float64 evaluation of the
+weights (for lpsgd: the master weights fetched). ``bits`` is the width of the weights each
+algorithm keeps: 64 (mixed's master copy) or the update format's. ``host_ops`` counts the
+host's float64 training arithmetic (mixed: 2 multiplies and 2 adds per parameter and step;
+lpsgd: none), not the evaluation (docs/energy.md).
+
+A network's loss is not convex, so there is no reference optimum: a record's ``gap`` is
+(f − f_best)/|f_best| with f_best the lowest final training loss among the float64 runs
+of the same budget (``fill_gaps``, applied to ``train_net``'s own records when it trained in
+float64; apply it again to records pooled from several runs).
+
+Threads: one torch thread and one BLAS thread while training (restored after). torch splits
+its sums between threads (host/nets.py), so this makes the bits independent of the machine's
+thread count; and on two busy cores a B = 1 step of ``mlp:128`` takes 0.5 ms with one
+thread against 7 ms with two.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from host.algorithms import HOST_ALGORITHMS, NET_ACCELERATOR_ALGORITHMS
+from host.client import AcceleratorClient
+from host.datasets import load_dataset, train_test_split
+from host.nets import Network, kernel_layout, parse_spec, torch_layout
+from host.optimizers import epoch_order
+from host.recipes import RECIPES
+from host.reference import relative_gap
+from protocol.codec import encode
+from protocol.formats import parse_format
+from protocol.messages import NetGrad, NetGradient
+
+NET_STEP_SIZE = 0.02     # calibrated on digits, see docs/host.md "Networks"
+
+
+class NetSettings(Protocol):
+    dataset: str
+    model: str
+    algorithms: tuple[str, ...]
+    epochs: int
+    seed: int
+    l2: float
+    step_size: float | None
+    inner_steps: int | None
+    batch_size: int
+    recipe: str                  # the layer kernel's formats on the accelerator (host/recipes.py)
+    lanes: int
+    samples: int                 # the synthetic data sets' shape
+    features: int
+    condition: float
+    classes: int
+
+
+@dataclass
+class NetRecord:
+    algorithm: str
+    epoch: int                  # 0 = the seeded start
+    loss: float                 # training loss, (λ/2)‖w‖² included
+    grad_norm: float            # ‖∇f(w)‖₂ over the training part
+    test_accuracy: float
+    bits: int                   # 64 (float64) or 32 (float32)
+    seconds: float              # wall time since this algorithm's epoch 0
+    gap: float | None = None    # (f − f_best)/|f_best|; None until fill_gaps has a float64 run
+    ops: dict = field(default_factory=dict)      # the accelerator's operations this epoch
+    memory: dict = field(default_factory=dict)   # its memory traffic, bytes per role
+    messages: int = 0           # mixed: net_grad requests this epoch,
+    message_bytes: int = 0      # their bytes and their replies', as encoded,
+    message_seconds: float = 0.0  # and their round trips' seconds beyond the accelerator's compute
+    host_ops: dict | None = None  # mixed, lpsgd: the host's float64 training operations this epoch
+
+
+@dataclass
+class NetResult:
+    records: list[NetRecord]
+    weights: dict[str, np.ndarray]
+    config: dict[str, Any]
+
+    def reference_summary(self) -> None:
+        """None: a network's loss is not convex, there is no reference optimum (TrainResult's has one)."""
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """One torch and one BLAS thread inside, the previous counts restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def spec_of(cfg: NetSettings):
+    """The network spec of ``cfg.model`` (ValueError naming the setting for a bad one)."""
+    try:
+        return parse_spec(cfg.model)
+    except ValueError as exc:
+        raise ValueError(f"model: {exc}") from None
+
+
+def resolve(cfg: NetSettings) -> dict[str, Any]:
+    """The settings ``train_net`` uses, defaults by rule where they need no data (T needs the
+    training part's size); ValueError naming a bad one."""
+    def bad(name: str, why: str) -> None:
+        raise ValueError(f"{name}: {why}; got {getattr(cfg, name)!r}")
+
+    algos, choices = tuple(cfg.algorithms), HOST_ALGORITHMS + NET_ACCELERATOR_ALGORITHMS
+    if not algos or any(a not in choices for a in algos) or len(set(algos)) != len(algos):
+        bad("algorithms", f"networks train with a non-empty list without repeats from {', '.join(choices)}")
+    if cfg.recipe not in RECIPES:
+        bad("recipe", f"one of {', '.join(RECIPES)}")
+    if spec_of(cfg).kind != "mlp" and any(a in NET_ACCELERATOR_ALGORITHMS for a in algos):
+        bad("algorithms", f"the accelerator runs dense networks (mlp:W[,W...]) only; {cfg.model} has "
+                          f"convolutions: train it with {', '.join(HOST_ALGORITHMS)}")
+    for name, lo, hi in (("epochs", 1, 10**6), ("seed", 0, 2**64 - 1), ("batch_size", 1, 2**31 - 1)):
+        if not (isinstance(getattr(cfg, name), int) and lo <= getattr(cfg, name) <= hi):
+            bad(name, f"an integer from {lo} to {hi}")
+    if cfg.inner_steps is not None and not (isinstance(cfg.inner_steps, int) and cfg.inner_steps >= 1):
+        bad("inner_steps", "an integer >= 1 (or unset: one pass per epoch)")
+    if cfg.step_size is not None and not (math.isfinite(cfg.step_size) and cfg.step_size > 0):
+        bad("step_size", "a finite number > 0 (or unset for the default rule)")
+    if not (math.isfinite(cfg.l2) and cfg.l2 >= 0):
+        bad("l2", "a finite number >= 0")
+    return {"dataset": cfg.dataset, "model": str(parse_spec(cfg.model)), "algorithms": list(algos),
+            "epochs": cfg.epochs, "seed": cfg.seed, "l2": cfg.l2, "recipe": cfg.recipe, "lanes": cfg.lanes,
+            "step_size": cfg.step_size if cfg.step_size is not None else NET_STEP_SIZE,
+            "batch_size": cfg.batch_size, "inner_steps": cfg.inner_steps}
+
+
+def sgd_epoch(net: Network, w: np.ndarray, order: np.ndarray, step_size: float, batch_size: int) -> np.ndarray:
+    """len(order)/B steps of w ← w − α·∇f_B(w); returns the last iterate."""
+    w = w.copy()
+    for start in range(0, len(order), batch_size):
+        w -= step_size * net.grad(w, order[start:start + batch_size])
+    return w
+
+
+def svrg_epoch(net: Network, anchor: np.ndarray, full_grad: np.ndarray, order: np.ndarray,
+               step_size: float, batch_size: int) -> np.ndarray:
+    """One SVRG epoch from w = w̃ with g̃ = ``full_grad`` = ∇f(w̃); returns the last iterate."""
+    w = anchor.copy()
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        w -= step_size * (net.grad(w, idx) - net.grad(anchor, idx) + full_grad)
+    return w
+
+
+def fill_gaps(records: list[NetRecord]) -> list[NetRecord]:
+    """``records`` with their gap to the best float64 run: f_best is the lowest final loss
+    among the float64 (bits 64) runs of the host's algorithms (mixed keeps float64 weights
+    but its gradients are the accelerator's); records are returned unchanged when there is none."""
+    finals: dict[tuple[str, int], float] = {}
+    for r in records:
+        finals[r.algorithm, r.bits] = r.loss    # records come in epoch order: the last stays
+    best = min((loss for (algo, bits), loss in finals.items() if bits == 64 and algo in HOST_ALGORITHMS),
+               default=None)
+    if best is None:
+        return list(records)
+    return [replace(r, gap=relative_gap(r.loss, best)) for r in records]
+
+
+def train_net(cfg: NetSettings, *, dtype: torch.dtype = torch.float64,
+              on_epoch: Callable[[NetRecord], None] | None = None,
+              on_start: Callable[[str], None] | None = None,
+              acc: AcceleratorClient | None = None) -> NetResult:
+    """Train ``cfg.model`` with each of ``cfg.algorithms`` in turn (module docstring).
+
+    ``on_start(algorithm)`` runs before each algorithm, ``on_epoch(record)`` after each epoch
+    (its gap still None: gaps need every run's final loss). ``acc``: the accelerator's client,
+    its ``hello()`` done, for mixed and lpsgd.
+    """
+    spec = spec_of(cfg)
+    rc = resolve(cfg)
+    if acc is None and any(a in NET_ACCELERATOR_ALGORITHMS for a in rc["algorithms"]):
+        raise ValueError("algorithms: mixed and lpsgd run on the accelerator: pass the client of a running daemon")
+    ds = load_dataset(cfg.dataset, samples=cfg.samples, features=cfg.features, condition=cfg.condition,
+                      classes=cfg.classes, seed=cfg.seed)
+    if ds.task == "regression":
+        raise ValueError(f"model: a network classifies; {cfg.dataset!r} is a regression data set")
+    train, test = train_test_split(ds, cfg.seed)
+    n_train = len(train.y)
+    if rc["batch_size"] > n_train:
+        raise ValueError(f"batch_size: at most the {n_train} training samples of {cfg.dataset}; "
+                         f"got {rc['batch_size']}")
+    if rc["inner_steps"] is None:
+        rc["inner_steps"] = -(-n_train // rc["batch_size"])
+    x_test = test.x[:, :-1]
+    records: list[NetRecord] = []
+    weights: dict[str, np.ndarray] = {}
+    with one_thread():
+        net = Network(spec, train.x[:, :-1], train.y, n_classes=ds.n_classes, l2=rc["l2"], seed=rc["seed"],
+                      dtype=dtype)
+        rc.update(dtype=str(dtype).removeprefix("torch."), n_train=n_train, n_test=len(test.y),
+                  n_params=net.n_params, preprocessing=train.preprocessing + "; bias column dropped")
+        for algo in rc["algorithms"]:
+            if on_start:
+                on_start(algo)
+            weights[algo] = _run(algo, net, x_test, test.y, rc, records, on_epoch, acc)
+    return NetResult(fill_gaps(records), weights, rc)
+
+
+def _run(algo: str, net: Network, x_test: np.ndarray, y_test: np.ndarray, rc: dict[str, Any],
+         records: list[NetRecord], on_epoch: Callable[[NetRecord], None] | None,
+         acc: AcceleratorClient | None) -> np.ndarray:
+    """One algorithm from the seeded start; appends its records, returns its final weights."""
+    if algo in NET_ACCELERATOR_ALGORITHMS:
+        return _run_accel(algo, net, x_test, y_test, rc, records, on_epoch, acc)
+    bits = 8 * net.numpy_dtype.itemsize
+    started = time.perf_counter()
+
+    def emit(epoch: int, w: np.ndarray, loss: float, grad: np.ndarray) -> None:
+        record = NetRecord(algo, epoch, loss, float(np.linalg.norm(grad)), net.accuracy(w, x_test, y_test), bits,
+                           time.perf_counter() - started)
+        records.append(record)
+        if on_epoch:
+            on_epoch(record)
+
+    w = net.params()
+    loss, grad = net.loss_grad(w)
+    emit(0, w, loss, grad)
+    count = rc["inner_steps"] * rc["batch_size"]
+    for epoch in range(1, rc["epochs"] + 1):
+        order = epoch_order(rc["seed"], epoch, net.n_samples, count)
+        if algo == "sgd":
+            w = sgd_epoch(net, w, order, rc["step_size"], rc["batch_size"])
+        else:
+            w = svrg_epoch(net, w, grad, order, rc["step_size"], rc["batch_size"])
+        loss, grad = net.loss_grad(w)
+        emit(epoch, w, loss, grad)
+    return w
+
+
+def configure_net(acc: AcceleratorClient, net: Network, w: np.ndarray, rc: dict[str, Any]) -> None:
+    """Set ``net`` on the accelerator with the recipe's formats and start weights ``w``, and load
+    its training data."""
+    r = RECIPES[rc["recipe"]]
+    acc.configure_net(layers=[[lay.fan_in, lay.fan_out, "relu" if lay.activation == "relu" else "none"]
+                              for lay in net.layers()],
+                      n_samples=net.n_samples, weights_format=r["weights"], activations_format=r["activations"],
+                      errors_format=r["errors"], weight_grads_format=r["weight_grads"], acc_format=r["acc"],
+                      chunk=r["chunk"], update_format=r["update"], rounding=r["rounding"], rbits=0,
+                      lanes=rc["lanes"], seed=rc["seed"], l2=rc["l2"], weights=kernel_layout(net.layers(), w))
+    acc.load(net.x.numpy().astype(np.float64), net.y.numpy())
+
+
+def _bytes(msg: Any, session: str) -> int:
+    """The bytes ``msg`` takes on the wire (header and tensor frames, as encoded)."""
+    return sum(memoryview(f).nbytes for f in encode(msg, 0, session))
+
+
+def mixed_epoch(acc: AcceleratorClient, net: Network, w: np.ndarray, order: np.ndarray, step_size: float,
+                batch_size: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """len(order)/B steps of w ← w − α(g + λw), g the accelerator's low-precision gradient of the
+    minibatch at w; returns the last iterate and the epoch's accelerator and message costs."""
+    layers, lam = net.layers(), net.l2
+    ops: Counter = Counter()
+    memory: Counter = Counter()
+    cost = {"messages": 0, "message_bytes": 0, "message_seconds": 0.0}
+    per_step = 2 * net.n_params              # w ← w − α(g + λw): λ·w and α·(…), then two adds
+    w = w.copy()
+    for start in range(0, len(order), batch_size):
+        request = NetGrad(weights=kernel_layout(layers, w), batch=order[start:start + batch_size].astype(np.uint32))
+        sent = time.perf_counter()
+        reply: NetGradient = acc.net_grad(request.weights, request.batch)
+        cost["message_seconds"] += time.perf_counter() - sent - (reply.work or {}).get("seconds", 0.0)
+        cost["messages"] += 1
+        cost["message_bytes"] += _bytes(request, acc.session) + _bytes(reply, acc.session)
+        ops.update(reply.ops)
+        memory.update(reply.memory)
+        w -= step_size * (torch_layout(layers, reply.grad) + lam * w)
+    steps = cost["messages"]
+    return w, {"ops": dict(ops), "memory": dict(memory), **cost,
+               "host_ops": {"mul fp64": per_step * steps, "add fp64": per_step * steps}}
+
+
+def _run_accel(algo: str, net: Network, x_test: np.ndarray, y_test: np.ndarray, rc: dict[str, Any],
+               records: list[NetRecord], on_epoch: Callable[[NetRecord], None] | None,
+               acc: AcceleratorClient) -> np.ndarray:
+    """mixed or lpsgd from the seeded start (module docstring)."""
+    w = net.params()
+    configure_net(acc, net, w, rc)
+    bits = 64 if algo == "mixed" else parse_format(str(RECIPES[rc["recipe"]]["update"])).bits
+    started = time.perf_counter()
+
+    def emit(epoch: int, w: np.ndarray, **costs: Any) -> None:
+        loss, grad = net.loss_grad(w)
+        record = NetRecord(algo, epoch, loss, float(np.linalg.norm(grad)), net.accuracy(w, x_test, y_test), bits,
+                           time.perf_counter() - started, **costs)
+        records.append(record)
+        if on_epoch:
+            on_epoch(record)
+
+    emit(0, w, host_ops={})
+    count = rc["inner_steps"] * rc["batch_size"]
+    for epoch in range(1, rc["epochs"] + 1):
+        order = epoch_order(rc["seed"], epoch, net.n_samples, count)
+        if algo == "mixed":
+            w, costs = mixed_epoch(acc, net, w, order, rc["step_size"], rc["batch_size"])
+        else:
+            report = acc.run_net_epoch(epoch=epoch, step_size=rc["step_size"], batch_size=rc["batch_size"],
+                                       order=order.astype(np.uint32))
+            w = torch_layout(net.layers(), acc.fetch_net().weights)
+            costs = {"ops": dict(report.ops), "memory": dict(report.memory), "host_ops": {}}
+        emit(epoch, w, **costs)
+    return w
