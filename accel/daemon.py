@@ -9,6 +9,9 @@ checks it against the session's state: whether it is legal now and whether its s
 values agree with the configuration. States (``docs/accelerator.md`` has the full table)::
 
     fresh --configure--> configured --load_data (all rows)--> loaded --recentre--> anchored
+    loaded or anchored --restore--> loaded
+    fresh --configure_net--> configured --load_data (all rows)--> loaded   (a network: net_grad,
+                                                                      run_net_epoch, fetch_net)
     any state --bye (the session ends, or is taken over)--> fresh
 
 A rejected request leaves the state as it was and the daemon keeps serving.
@@ -23,22 +26,26 @@ import ctypes
 import signal
 import sys
 import threading
+import time
 from typing import Callable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from accel import backends
-from accel.spec import Backend, KernelConfig, KernelError
+from accel.spec import Backend, KernelConfig, KernelError, OffsetState
+from accel.spec.backend import COUNTERS
 from protocol.capabilities import CapabilityError
 from protocol.channel import LEASE_S, Server
 from protocol.codec import Limits, ProtocolError
 from protocol.keys import ServerKeys
-from protocol.messages import (PROTOCOL_VERSION, Ack, Bye, Capabilities, Configure, EpochReport,
-                               Fetch, Hello, LoadData, Message, Promote, Recentre, RunEpoch, Shutdown,
-                               State)
+from protocol.messages import (PROTOCOL_VERSION, Ack, Bye, Capabilities, Configure, ConfigureNet,
+                               EpochReport, Fetch, FetchNet, Hello, LoadData, Message, NetGrad,
+                               NetGradient, NetState, Promote, Recentre, Restore, RunEpoch, RunNetEpoch,
+                               Shutdown, State)
 
 STATES = ("fresh", "configured", "loaded", "anchored")
+NET_BATCH_ELEMENTS = 1 << 24   # a network step's largest activation matrix: 128 MiB of float64
 
 
 class Daemon:
@@ -77,12 +84,15 @@ class Daemon:
         self.state = "fresh"
         self.backend = self._new_backend()
         self.cfg: KernelConfig | None = None
+        self.net = None        # the network of a configure_net (accel.backends.net.NetKernel)
         self.loaded_rows = np.zeros(0, dtype=bool)
 
     def capabilities(self) -> Capabilities:
         fields = self.caps.message_fields()
         fields["limits"] = {"max_message_bytes": self.limits.max_message_bytes,
-                            "max_tensor_bytes": self.limits.max_tensor_bytes, **fields["limits"]}
+                            "max_tensor_bytes": self.limits.max_tensor_bytes,
+                            "max_frame_bytes": self.limits.max_frame_bytes,
+                            "max_frames": self.limits.max_frames, **fields["limits"]}
         return Capabilities(version=list(PROTOCOL_VERSION), **fields)
 
     def handle(self, msg: Message) -> Message:
@@ -93,15 +103,20 @@ class Daemon:
 
     # ---- state checks ---------------------------------------------------------------
 
-    def _need(self, what: str, state: str) -> None:
-        """Refuse ``what`` unless the daemon has reached ``state``."""
+    def _need(self, what: str, state: str, *, net: bool | None = False) -> None:
+        """Refuse ``what`` unless the daemon has reached ``state`` (``net``: for a network, as
+        configure_net sets; False: for a linear problem, as configure sets; None: either)."""
+        first = "configure_net" if net else "configure"
+        if self.state != "fresh" and net is not None and net != (self.net is not None):
+            raise ProtocolError("bad_state", f"{what} needs {first} first: this session is configured "
+                                             f"for {'a linear problem' if net else 'a network'}")
         have = STATES.index(self.state)
         if have >= STATES.index(state):
             return
         if self.state == "fresh":
-            raise ProtocolError("bad_state", f"{what} needs configure first")
+            raise ProtocolError("bad_state", f"{what} needs {first} first")
         if self.state == "configured":
-            n, k = self.cfg.n_samples, int(self.loaded_rows.sum())
+            n, k = len(self.loaded_rows), int(self.loaded_rows.sum())
             raise ProtocolError("bad_state", f"{what} needs all {n} rows loaded first ({k} of {n} loaded)")
         raise ProtocolError("bad_state", f"{what} needs a recentre first")
 
@@ -147,13 +162,15 @@ class Daemon:
                            rbits=msg.rbits, lanes=msg.lanes, seed=msg.seed, l2=msg.l2, scale=msg.scale)
         backend = self._new_backend()
         scale = backend.configure(cfg)          # may refuse the scale; then nothing changes
-        self.backend, self.cfg, self.state = backend, cfg, "configured"
+        self.backend, self.cfg, self.state, self.net = backend, cfg, "configured", None
         self.loaded_rows = np.zeros(msg.n_samples, dtype=bool)
         return Ack(of="configure", info={"scale": scale, "data_format": repr(data),
                                          "offset_format": repr(offset), "acc_format": repr(acc)})
 
     def _on_load_data(self, msg: LoadData) -> Ack:
-        self._need("load_data", "configured")
+        self._need("load_data", "configured", net=None)
+        if self.net is not None:
+            return self._load_net(msg)
         cfg, rows = self.cfg, msg.x.shape[0]
         if rows == 0:
             raise ProtocolError("bad_shape", "x has no rows")
@@ -196,9 +213,14 @@ class Daemon:
         self._shape("order", msg.order, (msg.steps * msg.batch_size,))
         if msg.order.size and (msg.order.min() < 0 or msg.order.max() >= self.cfg.n_samples):
             raise ProtocolError("bad_value", f"order holds indices outside 0..{self.cfg.n_samples - 1}")
-        r = self.backend.run_epoch(msg.algorithm, msg.epoch, msg.steps, msg.step_size, msg.batch_size, msg.order)
+        r = self.backend.run_epoch(msg.algorithm, msg.epoch, msg.steps, msg.step_size, msg.batch_size, msg.order,
+                                   bool(msg.statistics))
+        st = r.stats
+        stats = {} if st is None else dict(
+            updates=st.updates, vanished=st.vanished, update_min=st.update_min, update_max=st.update_max,
+            update_binades={str(b): n for b, n in st.binades.items()})
         return EpochReport(epoch=msg.epoch, steps=r.steps, ops=r.ops, memory=r.memory, saturations=r.saturations,
-                           work=r.work or None)
+                           work=r.work or None, **stats)
 
     def _on_promote(self, msg: Promote) -> Ack:
         self._need("promote", "configured")
@@ -211,11 +233,134 @@ class Daemon:
         return Ack(of="promote", info={"saturations": r.saturations, "offset_format": repr(offset),
                                        "acc_format": repr(acc), "scale": r.scale, "ops": r.ops})
 
+    def _on_restore(self, msg: Restore) -> Ack:
+        self._need("restore", "loaded")
+        cfg = self.cfg
+        self._shape("offset", msg.offset, (cfg.n_features, cfg.n_outputs))
+        offset = self.caps.check_format("offset", msg.offset_format)
+        self.caps.check_exactness(cfg.data, offset, cfg.acc, cfg.n_features)
+        codes = np.ldexp(msg.offset, offset.frac_bits)
+        if not (np.all(codes == np.rint(codes)) and msg.offset.min() >= offset.min_value
+                and msg.offset.max() <= offset.max_value):
+            raise ProtocolError("bad_value", f"offset holds values off the grid of {offset!r} "
+                                             f"(multiples of 2^-{offset.frac_bits} in "
+                                             f"[{offset.min_value:g}, {offset.max_value:g}])")
+        counters = msg.counters
+        # Keys compared as a set: msgpack map keys may be bytes too, which do not sort among str.
+        # Values below 2^63 (what a host keeps in an int64), so that counting on from them stays
+        # within what a reply can carry (msgpack's ints end at 2^64).
+        if counters.keys() != set(COUNTERS) or not all(
+                type(v) is int and 0 <= v < 2**63 for v in counters.values()):
+            raise ProtocolError("bad_value", f"counters: the integers {', '.join(COUNTERS)} in [0, 2^63) "
+                                             f"(as fetch returns them); got {counters!r:.200}")
+        scale = self.backend.restore(OffsetState(offset=msg.offset, scale=msg.scale, offset_format=offset,
+                                                 counters=dict(counters)))
+        self.cfg = KernelConfig(**{**vars(cfg), "offset": offset})
+        self.state = "loaded"   # the anchor is not restored: an svrg epoch needs a recentre first
+        return Ack(of="restore", info={"scale": scale, "offset_format": repr(offset)})
+
     def _on_fetch(self, msg: Fetch) -> State:
         self._need("fetch", "configured")
         st = self.backend.fetch()
         return State(offset=st.offset, scale=st.scale, offset_format=repr(st.offset_format),
                      counters=st.counters)
+
+    # ---- networks (accel.backends.net; docs/accelerator.md, "Networks on the accelerator") ----
+
+    def _on_configure_net(self, msg: ConfigureNet) -> Ack:
+        from accel.backends.net import ACTIVATIONS, DenseLayer, NetKernel, check_layers
+        from accel.spec.layer import LayerFormats
+
+        limits = self.caps.limits
+        if "max_net_params" not in limits:
+            raise ProtocolError("bad_value", f"the {self.backend_name} backend does not run networks "
+                                             "(its capabilities announce no max_net_params)")
+        layers = []
+        for i, lay in enumerate(msg.layers if len(msg.layers) <= 64 else ()):
+            if not (isinstance(lay, list) and len(lay) == 3 and all(type(v) is int and 1 <= v <= limits["max_features"]
+                                                                    for v in lay[:2]) and lay[2] in ACTIVATIONS):
+                raise ProtocolError("bad_value", f"layers[{i}] must be [fan_in, fan_out, activation]: integers "
+                                                 f"1..{limits['max_features']} and one of {'/'.join(ACTIVATIONS)}; "
+                                                 f"got {lay!r:.100}")
+            layers.append(DenseLayer(*lay))
+        if not 1 <= len(msg.layers) <= 64:
+            raise ProtocolError("bad_value", f"layers: 1 to 64 layers; got {len(msg.layers)}")
+        check_layers(layers)
+        n_params = sum(lay.n_params for lay in layers)
+        if n_params > limits["max_net_params"]:
+            raise ProtocolError("too_large", f"the network has {n_params} parameters, over the accelerator's "
+                                             f"max_net_params = {limits['max_net_params']}")
+        try:
+            self.caps.check_sizes(msg.n_samples, layers[0].fan_in, layers[-1].fan_out)
+        except CapabilityError as exc:
+            raise ProtocolError("too_large", str(exc)) from None
+        need = msg.n_samples * layers[0].fan_in * 8     # the data, held as float64
+        if need > limits.get("max_data_bytes", need):
+            raise ProtocolError("too_large", f"the data would take {need} bytes held as float64, over the "
+                                             f"limit of {limits['max_data_bytes']}")
+        self._shape("weights", msg.weights, (n_params,))
+        fmts = LayerFormats(msg.weights_format, msg.activations_format, msg.errors_format, msg.weight_grads_format,
+                            msg.acc_format, chunk=msg.chunk, update=msg.update_format,
+                            update_rounding=msg.rounding, rbits=msg.rbits or None)
+        net = NetKernel(layers, fmts, n_samples=msg.n_samples, lanes=msg.lanes, seed=msg.seed, l2=msg.l2,
+                        weights=msg.weights)
+        self._reset()
+        self.net, self.state = net, "configured"
+        self.loaded_rows = np.zeros(msg.n_samples, dtype=bool)
+        return Ack(of="configure_net", info={"formats": repr(fmts), "n_params": n_params})
+
+    def _load_net(self, msg: LoadData) -> Ack:
+        net, rows = self.net, msg.x.shape[0]
+        if rows == 0:
+            raise ProtocolError("bad_shape", "x has no rows")
+        self._shape("x", msg.x, (rows, net.layers[0].fan_in))
+        self._shape("y", msg.y, (rows,))
+        if msg.start + rows > net.n_samples:
+            raise ProtocolError("bad_shape", f"rows {msg.start}..{msg.start + rows - 1} go beyond "
+                                             f"n_samples = {net.n_samples}")
+        y, classes = np.asarray(msg.y, dtype=np.float64), net.layers[-1].fan_out
+        if not np.all((y == np.round(y)) & (y >= 0) & (y < classes)):
+            raise ProtocolError("bad_value", f"labels must be integers 0..{classes - 1}")
+        saturations = net.load_data(msg.start, msg.x, y)
+        self.loaded_rows[msg.start:msg.start + rows] = True
+        held = int(self.loaded_rows.sum())
+        if held == net.n_samples:
+            self.state = "loaded"
+        return Ack(of="load_data", info={"saturations": saturations, "rows": held})
+
+    def _indices(self, name: str, idx: np.ndarray, batch: int) -> None:
+        """Refuse indices out of range, and a minibatch whose activations would take more than
+        NET_BATCH_ELEMENTS values in one layer (the work memory of a step)."""
+        widest = max(max(lay.fan_in, lay.fan_out) + 1 for lay in self.net.layers)
+        if batch * widest > NET_BATCH_ELEMENTS:
+            raise ProtocolError("too_large", f"a minibatch of {batch} samples takes {batch * widest} values in "
+                                             f"the widest layer, over the accelerator's {NET_BATCH_ELEMENTS}")
+        if idx.size and (idx.min() < 0 or idx.max() >= self.net.n_samples):
+            raise ProtocolError("bad_value", f"{name} holds indices outside 0..{self.net.n_samples - 1}")
+
+    def _on_net_grad(self, msg: NetGrad) -> NetGradient:
+        self._need("net_grad", "loaded", net=True)
+        self._shape("weights", msg.weights, (self.net.n_params,))
+        if msg.batch.size == 0:
+            raise ProtocolError("bad_shape", "batch has no samples")
+        self._indices("batch", msg.batch, msg.batch.size)
+        started = time.perf_counter()
+        grad, loss = self.net.gradient(msg.weights, msg.batch)
+        seconds = time.perf_counter() - started
+        ops, memory = self.net.counts(msg.batch.size, update=False)
+        return NetGradient(grad=grad, loss=loss if np.isfinite(loss) else None, ops=dict(ops), memory=dict(memory), work={"seconds": seconds})
+
+    def _on_run_net_epoch(self, msg: RunNetEpoch) -> EpochReport:
+        self._need("run_net_epoch", "loaded", net=True)
+        self._shape("order", msg.order, (msg.steps * msg.batch_size,))
+        self._indices("order", msg.order, msg.batch_size)
+        ops, memory, seconds = self.net.run_epoch(msg.epoch, msg.steps, msg.step_size, msg.batch_size, msg.order)
+        return EpochReport(epoch=msg.epoch, steps=msg.steps, ops=ops, memory=memory, saturations=0,
+                           work={"seconds": seconds})
+
+    def _on_fetch_net(self, msg: FetchNet) -> NetState:
+        self._need("fetch_net", "configured", net=True)
+        return NetState(weights=self.net.weights, update_format=repr(self.net.fmts.update))
 
 
 def _large_allocations_from_the_system(threshold: int = 1 << 20) -> None:
@@ -236,7 +381,9 @@ def serve(address: str, backend: str = "emulated", *, limits: Limits = Limits(),
     """Serve ``backend`` on ``address`` until the session's shutdown request (or SIGTERM in the
     main thread); ``lease``: seconds a session may be idle before another host's hello may take
     the daemon over; ``curve``: serve only the hosts it lists, encrypted (an address other
-    machines can reach needs it, or ``insecure``)."""
+    machines can reach needs it, or ``insecure``). Once serving it prints ``cosim accel: serving
+    BACKEND on ADDRESS`` to stderr, ADDRESS being the one bound (a tcp port 0 picks a free port:
+    this line names it; ``cosim.launch`` reads it)."""
     _large_allocations_from_the_system()
     server = Server(address, limits=limits, tap=tap, lease=lease, curve=curve, insecure=insecure)
     # The kernels are single-threaded; a BLAS thread pool would only busy-wait after each numpy

@@ -29,6 +29,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from cosim.options import RUN_OPTIONS, SETTINGS, config_key, with_settings
+from host.settings import TRAINING
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Host–accelerator co-simulation of low-precision training (HALP, SVRG, LP-SGD).")
 trace_app = typer.Typer(no_args_is_help=True, help="Inspect run traces.")
@@ -38,8 +41,6 @@ app.add_typer(keys_app, name="keys")
 # soft_wrap: paths and epoch lines stay whole when output goes to a file or a narrow pipe
 console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-TRANSPORTS = ("ipc", "tcp")
 
 
 class UserError(Exception):
@@ -53,16 +54,9 @@ def _fail(message: str, code: int = 2) -> None:
 
 # ---- configuration --------------------------------------------------------------------
 
-def _train_fields() -> dict[str, dataclasses.Field]:
-    from host.train import TrainConfig
-    return {f.name: f for f in dataclasses.fields(TrainConfig)}
-
-
-RUN_KEYS = {"backend": "emulated", "out": "runs", "name": None, "transport": "ipc", "fpga": None}
-
-
 def _settable() -> set[str]:
-    return set(_train_fields()) | set(RUN_KEYS)
+    """Every setting a --config file (or a sweep point) may hold: training settings, run options."""
+    return set(SETTINGS)
 
 
 def _split_settable(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -72,14 +66,9 @@ def _split_settable(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
             {k: v for k, v in config.items() if k not in keys})
 
 
-def config_key(key: str) -> str:
-    """A config file's key as the setting it names: '-' or '_' alike, algorithm = algorithms."""
-    k = key.replace("-", "_")
-    return "algorithms" if k == "algorithm" else k
-
-
 def load_config_file(path: Path) -> dict[str, Any]:
-    """A TOML run config: keys are TrainConfig fields or run keys, '-' or '_' alike."""
+    """A TOML run config: keys are settings (cosim.options.SETTINGS) as config_key reads them;
+    their values are checked by resolve."""
     from cosim.tomlfile import read_toml
     try:
         raw = read_toml(path, "config file")
@@ -111,25 +100,15 @@ def resolve(flags: dict[str, Any], config_file: Optional[Path],
         merged["algorithms"] = tuple(a.strip() for a in merged["algorithms"].split(",") if a.strip())
     elif isinstance(merged.get("algorithms"), list):
         merged["algorithms"] = tuple(merged["algorithms"])   # anything else: TrainConfig.validate names it
-    run = {k: merged.pop(k, default) for k, default in RUN_KEYS.items()}
-    for key, value in run.items():
-        if value is not None and not isinstance(value, str):
-            raise UserError(f"{key}: a string; got {value!r}")
-    if run["name"] is not None and (Path(run["name"]).name != run["name"] or run["name"] in ("", ".", "..")):
-        raise UserError(f"name: a plain directory name under --out (no '/', not '.' or '..'); got {run['name']!r}")
-    if run["backend"] not in backends.names():
-        raise UserError(f"unknown backend {run['backend']!r}; available: {', '.join(backends.names())}")
+    run = {s.name: merged.pop(s.name, s.default) for s in RUN_OPTIONS}
+    try:
+        for s in RUN_OPTIONS:
+            s.check(run[s.name])
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if run["fpga"] is not None and run["backend"] != "rtl":
         raise UserError(f"--fpga names a board for the rtl backend; this run uses {run['backend']!r} "
                         "(add --backend rtl)")
-    if run["fpga"] is not None:
-        from accel.etherbone import parse_udp
-        try:
-            parse_udp(run["fpga"])
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-    if run["transport"] not in TRANSPORTS:
-        raise UserError(f"unknown transport {run['transport']!r}; choose {' or '.join(TRANSPORTS)}")
     # The backend's capabilities, checked twice before anything heavy: what was typed, at once;
     # then with the data's defaults and width. (cosim host checks the remote ones in _train.)
     from host.algorithms import ACCELERATOR_ALGORITHMS
@@ -188,44 +167,90 @@ def _print_summary(records: list[dict]) -> None:
     from cosim.results import by_algorithm
 
     for alg, rs in by_algorithm(records).items():
+        if "test_accuracy" in rs[-1]:     # a network: no optimum to reach, its accuracy instead
+            console.print(f"[bold]{alg:>7}[/]: final loss {rs[-1]['loss']:.4f}, test accuracy "
+                          f"{rs[-1]['test_accuracy']:.4f} after {rs[-1]['epoch']} epochs, {rs[-1]['seconds']:.1f} s")
+            continue
         hit = next((r["epoch"] for r in rs if r["gap"] <= TARGET_GAP), None)
         reached = f"gap ≤ {TARGET_GAP:g} at epoch {hit}" if hit is not None else f"gap > {TARGET_GAP:g}"
         console.print(f"[bold]{alg:>7}[/]: final gap {_fmt(rs[-1]['gap'])} after {rs[-1]['epoch']} "
                       f"epochs, {reached}, {rs[-1]['seconds']:.1f} s")
 
 
-def _train(cfg: Any, run: dict[str, Any], connect: Optional[str], curve: Any = None) -> None:
+def _policy_costs(cfg: Any, resolved: dict[str, Any]) -> dict[str, dict[int, float]] | None:
+    """For the energy policy: per accelerator algorithm, an epoch's energy per offset width by
+    the default model of `cosim energy` (docs/energy.md)."""
+    if cfg.policy != "energy":
+        return None
+    from cosim.energy import epoch_costs, load_model
+    from host.algorithms import ACCELERATOR_ALGORITHMS
+
+    model = load_model(None)
+    return {a: epoch_costs(resolved, a, model) for a in cfg.algorithms if a in ACCELERATOR_ALGORITHMS}
+
+
+def _train(cfg: Any, run: dict[str, Any], connect: Optional[str], curve: Any = None, *,
+           restarts: int = 0, resume: Optional[Path] = None) -> None:
     """Run training against ``connect`` (with the client keys ``curve`` if it serves with keys) or
-    a daemon launched here; write the results directory."""
-    from cosim.launch import AcceleratorDied, free_tcp_address, ipc_address, watch
+    a daemon launched here; write the results directory. A launched daemon that dies is replaced
+    up to ``restarts`` times, the run going on from its last checkpoint; ``resume`` continues the
+    run of that results directory from its checkpoint (``cosim.recovery``)."""
+    import time
+
+    from rich.markup import escape
+
+    from cosim.launch import AcceleratorDied, failure_notice, ipc_address, watch
+    from cosim.recovery import Recovery
     from cosim.results import ResultsDir
     from cosim.trace import TraceWriter
     from host.train import ACCELERATOR_ALGORITHMS, train
+    from protocol.channel import AcceleratorGone
 
     resolved = run.pop("resolved")
-    name = run["name"] or f"{Path(cfg.dataset).stem}-{cfg.model}"
+    # mlp:256,128 → mlp-256-128: a directory name without characters other systems refuse
+    name = run["name"] or f"{Path(cfg.dataset).stem}-{cfg.model}".replace(":", "-").replace(",", "-")
     settings, derived = _split_settable(resolved)
     needs_accel = any(a in ACCELERATOR_ALGORITHMS for a in cfg.algorithms)
-    if needs_accel and connect is not None:
-        _preflight(connect, cfg.timeout, resolved, curve)
+    held = _preflight(connect, cfg.timeout, resolved, curve) if needs_accel and connect is not None else None
     try:
-        results = ResultsDir.create(run["out"], name=name, config=settings, derived=derived)
-    except OSError as exc:
-        _fail(f"cannot create the results directory under {run['out']!r}: "
-              f"{exc.strerror or exc}; choose another with --out")
+        if resume is None:
+            results = ResultsDir.create(run["out"], name=name, config=settings, derived=derived)
+            recovery = Recovery(results, TraceWriter(results.trace_path, config=resolved, seed=cfg.seed))
+        else:
+            recovery = Recovery.resume(resume, resume / "trace.cosim")
+            results = recovery.results
+    except (OSError, ValueError) as exc:   # TraceError is a ValueError
+        if held is not None:
+            held.close()      # the run will not start: the daemon is free for the next host at once
+        _fail(f"cannot resume {resume}: {_os_error(exc)}" if resume else
+              f"cannot create the results directory under {run['out']!r}: {_os_error(exc)}; "
+              "choose another with --out")
+    session = None
+    if held is not None:
+        # The run's own hello reopens the preflight's session: no other host takes the daemon before it.
+        session = held.session
+        held.close(end_session=False)
+    trace, last = recovery.trace, recovery.last
     console.print(f"[bold]cosim[/] {', '.join(cfg.algorithms)} on {cfg.dataset}/{cfg.model}, "
-                  f"{cfg.bits} bits, seed {cfg.seed} → {results.path}")
-    status, reference, accel, board = "failed", None, None, None
+                  f"{cfg.bits} bits, seed {cfg.seed} → {results.path}"
+                  + (f" (resumed after {last.algorithm} epoch {last.epoch})" if last else ""))
+    status, reference, accel, board, reported = "failed", None, None, None, False
     tmp = tempfile.TemporaryDirectory(prefix="cosim-")
     # SIGTERM (a scheduler, `kill`) stops a run as Ctrl-C does: results kept, daemon stopped.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        with TraceWriter(results.trace_path, config=resolved, seed=cfg.seed) as trace:
-            if needs_accel and connect is None:
-                address = (ipc_address(Path(tmp.name)) if run["transport"] == "ipc"
-                           else free_tcp_address())
+        with trace:
+            def launch() -> str:
+                nonlocal accel, board
+                # A new daemon after a restart gets a fresh socket, beside the first one's.
+                here = Path(tmp.name) if accel is None else Path(tempfile.mkdtemp(dir=tmp.name))
+                address = (ipc_address(here) if run["transport"] == "ipc"
+                           else "tcp://127.0.0.1:0")   # the daemon binds a free port and says which
                 accel, board = _launch(run["backend"], run["fpga"], address, results.path)
-                connect = address
+                return accel.address
+
+            if needs_accel and connect is None:
+                connect = launch()
             console.print(f"[dim]{'algo':>7} {'epoch':>5}  {'loss':>12}  {'rel. gap':>9}  "
                           f"{'‖∇f‖':>9}  {'bits':>4}  {'time/s':>8}[/]")
 
@@ -238,9 +263,25 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str], curve: Any = N
             def on_start(algorithm: str) -> None:
                 trace.mark("algorithm", name=algorithm)
 
-            with watch(*(p for p in (accel, board) if p)) if accel else contextlib.nullcontext():
-                result = train(cfg, connect=connect, tap=trace.message, on_epoch=on_epoch,
-                               on_start=on_start, curve=curve)
+            for restart in range(restarts + 1):
+                try:
+                    with watch(*(p for p in (accel, board) if p)) if accel else contextlib.nullcontext():
+                        result = train(cfg, connect=connect, tap=trace.message, on_epoch=on_epoch,
+                                       on_start=on_start, session=session, curve=curve, checkpoint=recovery.save,
+                                       resume=recovery.last, costs=_policy_costs(cfg, resolved))
+                    break
+                except (AcceleratorDied, AcceleratorGone) as exc:
+                    if accel is None or restart == restarts:
+                        raise
+                    notice = _stop_lost(accel, board, exc, cfg.timeout)
+                    at = recovery.last
+                    err.print(f"[yellow]restart {restart + 1} of {restarts}[/]: {escape(notice)}; starting a "
+                              f"new daemon, going on " + (f"after {at.algorithm} epoch {at.epoch}" if at
+                                                          else "from the start"))
+                    started = time.perf_counter()
+                    connect = launch()
+                    recovery.rewind("restart", restart=restart + 1, reason=notice,
+                                    relaunch_seconds=round(time.perf_counter() - started, 3))
             status = "completed"
             reference = result.reference_summary()
             results.write_config(*_split_settable({**result.config, **run}))
@@ -249,27 +290,51 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str], curve: Any = N
         status = "interrupted"
         err.print("[yellow]interrupted[/]: stopping the accelerator; partial results are kept")
     except AcceleratorDied as exc:
+        reported = True
         err.print(f"[bold red]error:[/] {exc}")
     except Exception as exc:
         if not _is_user_facing(exc):
             raise
-        # The client often notices a dead peer before the watcher does; name the real cause.
         # The client, or the daemon's bus, often notices a dead peer before the watcher does.
-        dead = next((p for p in (board, accel) if p is not None and p.exited(within=1.0)), None)
-        err.print(f"[bold red]error:[/] {dead.death_notice() if dead else exc}")
+        notice = failure_notice(cfg.timeout, *(p for p in (board, accel) if p is not None))
+        reported = True
+        err.print(f"[bold red]error:[/] {notice or _os_error(exc)}")
     finally:
         signal.signal(signal.SIGTERM, previous)
         for proc in (accel, board):
             if proc is not None:
                 proc.stop()
         tmp.cleanup()
-        results.finish(status=status, reference=reference,
-                       title=f"{cfg.dataset} / {cfg.model}, b = {cfg.bits}")
+        try:
+            results.finish(status=status, reference=reference,
+                           title=f"{cfg.dataset} / {cfg.model}, b = {cfg.bits}")
+        except OSError as exc:   # the directory became unwritable, or the disk is full
+            if not reported:
+                err.print(f"[bold red]error:[/] {_os_error(exc)}")
+            status = "failed"
     _print_summary(results.records)
     console.print(f"{status}: results in {results.path} (metrics.csv, metrics.json, "
                   f"convergence.png, trace.cosim)")
     if status != "completed":
         raise typer.Exit(130 if status == "interrupted" else 1)
+
+
+def _stop_lost(accel: Any, board: Any, exc: Exception, timeout: float) -> str:
+    """Stop a daemon (and board) the host lost; what happened to it, in one line."""
+    from cosim.launch import failure_notice
+
+    notice = failure_notice(timeout, *(p for p in (board, accel) if p is not None)) or str(exc)
+    for proc in (accel, board):
+        if proc is not None:
+            proc.stop()
+    return notice.split("; its last output")[0]
+
+
+def _os_error(exc: Exception) -> str:
+    """An error as one line; an OSError as its file and reason (no errno)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc)
 
 
 def _launch(backend: str, fpga: Optional[str], address: str, log_dir: Path) -> tuple[Any, Any]:
@@ -287,7 +352,7 @@ def _launch(backend: str, fpga: Optional[str], address: str, log_dir: Path) -> t
         if board is not None:
             board.stop()
         raise
-    console.print(f"accelerator daemon pid {accel.pid} serving {backend} on {address}"
+    console.print(f"accelerator daemon pid {accel.pid} serving {backend} on {accel.address}"
                   + (f", board {fpga}" if fpga else ""))
     return accel, board
 
@@ -311,34 +376,42 @@ def _start_board(board_cls: Any, log: Path) -> Any:
     return board
 
 
-def _preflight(connect: str, timeout: float, resolved: dict[str, Any], curve: Any = None) -> None:
-    """Ask the daemon at ``connect`` (with the client keys ``curve``, if any) what it accepts and check the run against it, before a
-    results directory exists: a refused format is exit code 2, an unreachable daemon 1."""
+def _preflight(connect: str, timeout: float, resolved: dict[str, Any], curve: Any = None) -> Any:
+    """Ask the daemon at ``connect`` (with the client keys ``curve``, if any) what it accepts and
+    check the run against it, before a results directory exists: a refused format is exit code
+    2, an unreachable daemon 1. Returns the client with its session open, so that no other host
+    can take the daemon before the run's own hello reopens it (``session=client.session``, then
+    ``client.close(end_session=False)``); ``client.close()`` frees the daemon instead."""
     from host.client import AcceleratorClient
     from host.train import check_capabilities
     from protocol.capabilities import CapabilityError, KernelCapabilities
     from protocol.channel import AcceleratorError, AcceleratorGone
 
     try:
-        with AcceleratorClient(connect, timeout=timeout, curve=curve) as client:
-            caps = KernelCapabilities.from_message(client.hello())
-    except (AcceleratorError, AcceleratorGone) as exc:
-        _fail(str(exc), code=1)
+        client = AcceleratorClient(connect, timeout=timeout, curve=curve)
     except ValueError as exc:        # an address ZeroMQ cannot use: the user's to fix
         _fail(f"--connect: {exc}")
-    if caps is None:
-        return   # a protocol 1.0 daemon announces no roles: it will judge the formats at configure
     try:
-        check_capabilities(caps, resolved)
+        try:
+            caps = KernelCapabilities.from_message(client.hello())
+            if caps is not None:     # a protocol 1.0 daemon announces no roles: it judges them at configure
+                check_capabilities(caps, resolved)
+        except BaseException:
+            client.close()           # bye: the daemon is free for the next host at once
+            raise
+    except (AcceleratorError, AcceleratorGone) as exc:
+        _fail(str(exc), code=1)
     except CapabilityError as exc:
         _fail(str(exc))
+    return client
 
 
 def _is_user_facing(exc: Exception) -> bool:
-    """Errors that explain themselves (the accelerator refused or vanished, a file could not be
-    written) rather than a bug of ours, which keeps its traceback."""
+    """Errors that explain themselves (the accelerator refused or vanished or is too old for a
+    request, a file could not be written) rather than a bug of ours, which keeps its traceback."""
+    from host.client import Unsupported
     from protocol.channel import AcceleratorError, AcceleratorGone
-    return isinstance(exc, (AcceleratorError, AcceleratorGone, OSError))
+    return isinstance(exc, (AcceleratorError, AcceleratorGone, Unsupported, OSError))
 
 
 Opt = typer.Option
@@ -347,38 +420,11 @@ Opt = typer.Option
 def run(
     ctx: typer.Context,
     config: Annotated[Optional[Path], Opt("--config", "-c", help="TOML file with any of these settings (flags override it).")] = None,
-    dataset: Annotated[Optional[str], Opt(help="digits (default), breast_cancer, diabetes, synthetic_linear, synthetic_logistic, synthetic_softmax, or a path to an .npz with arrays x and y.")] = None,
-    model: Annotated[Optional[str], Opt(help="linear, logistic or softmax (default).")] = None,
-    algorithm: Annotated[Optional[str], Opt("--algorithm", "-a", help="Comma-separated list of sgd, svrg (host, float64), lpsgd, lpsvrg, halp (accelerator). Default: halp.")] = None,
-    bits: Annotated[Optional[int], Opt(help="Accelerator word length b (2..16): offsets fixed<1,b-1>, data fixed<IL,b-IL>. Default 8.")] = None,
-    rounding: Annotated[Optional[str], Opt(help="Offset rounding: stochastic (default) or nearest_even (what the emulated backend runs; the format library has all seven IEEE-style modes).")] = None,
-    rbits: Annotated[Optional[int], Opt(help="Random bits per stochastic rounding, 1..32; 0 (default) = the whole discarded width, up to 32.")] = None,
-    epochs: Annotated[Optional[int], Opt(help="Outer epochs per algorithm. Default 20.")] = None,
-    seed: Annotated[Optional[int], Opt(help="Run seed: sample order and the accelerator's random bits. Default 0.")] = None,
-    l2: Annotated[Optional[float], Opt(help="L2 regularisation λ. Default 1e-2.")] = None,
-    step_size: Annotated[Optional[float], Opt(help="Step size α. Default 0.5/L from the data's smoothness bound.")] = None,
-    mu: Annotated[Optional[float], Opt(help="HALP's μ in δ = ‖g̃‖/(μ·max): the offset range is ±‖g̃‖/μ. Default 10λ.")] = None,
-    mu_rule: Annotated[Optional[str], Opt(help="widen (default): halve μ after every epoch whose offsets saturated, down to λ; fixed: keep μ, as the HALP paper does.")] = None,
-    inner_steps: Annotated[Optional[int], Opt(help="Inner steps T per epoch. Default n (one pass).")] = None,
-    batch_size: Annotated[Optional[int], Opt(help="Minibatch size. Default 1.")] = None,
-    data_format: Annotated[Optional[str], Opt(help="Accelerator data format, e.g. fixed<2,6>, e4m3fn. Default from --bits and the data range.")] = None,
-    offset_format: Annotated[Optional[str], Opt(help="Accelerator offset format. Default fixed<1,b-1>.")] = None,
-    acc_format: Annotated[Optional[str], Opt(help="Accelerator accumulator/vector format. Default fp32.")] = None,
-    lanes: Annotated[Optional[int], Opt(help="Accelerator lanes (random-bit streams). Default 16.")] = None,
-    policy: Annotated[Optional[str], Opt(help="Scheduler: recentre (HALP), fixed, adaptive (raise b when progress stalls), dps (move the offset's integer/fraction split by its saturation rate). Default: the algorithm's own.")] = None,
-    samples: Annotated[Optional[int], Opt(help="Synthetic data sets: number of samples. Default 1000.")] = None,
-    features: Annotated[Optional[int], Opt(help="Synthetic data sets: number of features. Default 20.")] = None,
-    condition: Annotated[Optional[float], Opt(help="Synthetic data sets: condition number of the feature covariance. Default 100.")] = None,
-    classes: Annotated[Optional[int], Opt(help="synthetic_softmax: number of classes. Default 10.")] = None,
-    backend: Annotated[Optional[str], Opt(help="Accelerator backend: emulated (default) or rtl (the RTL core; without --fpga, cosim run starts a simulated board).")] = None,
-    fpga: Annotated[Optional[str], Opt(help="rtl backend: the board's Etherbone address udp://HOST:PORT (a LiteX board, or `cosim fpga-sim`).")] = None,
-    transport: Annotated[Optional[str], Opt(help="How cosim run reaches the daemon it launches: ipc (default) or tcp on loopback.")] = None,
     connect: Annotated[Optional[str], Opt(help="Use a running accelerator daemon at this address instead of launching one.")] = None,
     keys: Annotated[Optional[Path], Opt("--keys", help="With --connect to a daemon serving with keys: this host's key pair, a directory holding NAME.key_secret (`cosim keys new`). Needs --server-key.")] = None,
     server_key: Annotated[Optional[Path], Opt("--server-key", help="With --keys: the daemon's public key file (its NAME.key).")] = None,
-    timeout: Annotated[Optional[float], Opt(help="Seconds to wait for any accelerator reply before giving up. Default 60.")] = None,
-    out: Annotated[Optional[str], Opt(help="Where results directories go. Default ./runs.")] = None,
-    name: Annotated[Optional[str], Opt(help="Results directory name prefix. Default <dataset>-<model>.")] = None,
+    resume: Annotated[Optional[Path], Opt(help="Continue the killed or interrupted run in this results directory (runs/<run>) from its last complete epoch, with its own settings.")] = None,
+    **settings: Any,
 ) -> None:
     """Train with the host here and the accelerator daemon in its own process.
 
@@ -386,22 +432,32 @@ def run(
     bits, time) and writes runs/<name>-<timestamp>/ with config.toml, metrics.csv,
     metrics.json, convergence.png and the trace.
     """
+    # settings: one flag per setting (cosim.options.SETTINGS, added by with_settings below),
+    # None where not given.
     if ctx.info_name == "host" and connect is None:
         _fail("cosim host needs --connect ADDRESS of a running `cosim accel` "
               "(or use `cosim run`, which launches one)")
-    flags = dict(dataset=dataset, model=model, algorithms=algorithm, bits=bits, rounding=rounding,
-                 rbits=rbits, samples=samples, features=features, condition=condition, classes=classes,
-                 epochs=epochs, seed=seed, l2=l2, step_size=step_size, mu=mu,
-                 mu_rule=mu_rule,
-                 inner_steps=inner_steps, batch_size=batch_size, data_format=data_format,
-                 offset_format=offset_format, acc_format=acc_format, lanes=lanes, policy=policy,
-                 timeout=timeout, backend=backend, fpga=fpga, transport=transport, out=out, name=name)
+    if resume is not None:
+        # --restarts may differ: how a run recovers does not change its results.
+        given = [SETTINGS[k].option_names[0] for k, v in settings.items() if v is not None and k != "restarts"]
+        if given or config:
+            _fail("--resume continues a run with the settings in its directory; drop "
+                  + ", ".join(given + (["--config"] if config else [])))
     try:
-        cfg, run_settings = resolve(flags, config, connect)
+        if resume is not None:
+            from cosim.recovery import resumable
+            try:
+                config = resumable(resume)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+        cfg, run_settings = resolve(settings, config, connect)
         curve = _client_keys(keys, server_key, connect)
     except UserError as exc:
         _fail(str(exc))
-    _train(cfg, run_settings, connect, curve)
+    _train(cfg, run_settings, connect, curve, restarts=run_settings["restarts"], resume=resume)
+
+
+with_settings(run, TRAINING + RUN_OPTIONS)
 
 
 def _client_keys(keys: Optional[Path], server_key: Optional[Path], connect: Optional[str]) -> Any:
@@ -428,7 +484,7 @@ app.command("host", help="The host side alone, against a running `cosim accel` (
 
 @app.command()
 def accel(
-    bind: Annotated[str, Opt(help="Address to serve on: tcp://HOST:PORT or ipc://PATH. Loopback by default; bind tcp://0.0.0.0:PORT to serve other machines.")] = "tcp://127.0.0.1:5555",
+    bind: Annotated[str, Opt(help="Address to serve on: tcp://HOST:PORT (port 0: a free one, named in the line saying it serves) or ipc://PATH. Loopback by default; bind tcp://0.0.0.0:PORT to serve other machines.")] = "tcp://127.0.0.1:5555",
     backend: Annotated[str, Opt(help="Accelerator backend: emulated, or rtl (needs --fpga).")] = "emulated",
     fpga: Annotated[Optional[str], Opt(help="rtl backend: the board's Etherbone address udp://HOST:PORT (a LiteX board, or `cosim fpga-sim`).")] = None,
     count_ops: Annotated[bool, Opt("--count-ops", help="Emulated backend: report the operations it performs, counted one by one (slower), instead of the analytic counts.")] = False,

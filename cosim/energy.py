@@ -336,7 +336,6 @@ def _rule(op: str, operands: tuple[Operand, ...], key: str, m: EnergyModel) -> P
 # ---- memories -----------------------------------------------------------------------------------
 
 SRAM_POINTS = ((8 << 10, "memory.sram_8k"), (32 << 10, "memory.sram_32k"), (1 << 20, "memory.sram_1m"))
-MEMORIES = ("data", "offset", "gradient", "anchor")
 
 
 def memory_sizes(config: Mapping[str, Any]) -> dict[str, int]:
@@ -350,6 +349,58 @@ def memory_sizes(config: Mapping[str, Any]) -> dict[str, int]:
                           "n_samples, n_features, n_outputs, data_format, offset_format, acc_format") from None
     bits = {"data": n * (d * wd + wa), "offset": 2 * d * c * wo, "gradient": d * c * wa, "anchor": n * c * wa}
     return {k: math.ceil(v / 8) for k, v in bits.items()}
+
+
+def net_memory_sizes(body: Mapping[str, Any], batch: int) -> dict[str, int]:
+    """Bytes of each memory of a network (a configure_net request's body) run with minibatches
+    of ``batch`` samples, one per role of :func:`accel.spec.layer.layer_memory`'s keys."""
+    return _Net(body, batch).sizes()
+
+
+class _Net:
+    """A configure_net's network: its memories and the memory traffic of its requests."""
+
+    ROLES = ("weights", "activations", "errors", "weight_grads", "acc", "update")
+
+    def __init__(self, body: Mapping[str, Any], batch: int) -> None:
+        try:
+            self.layers = [(int(lay[0]), int(lay[1])) for lay in body["layers"]]
+            self.n, self.batch = int(body["n_samples"]), int(batch)
+            self.w = {r: operand(str(body[f"{r}_format"])).bits for r in self.ROLES}
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            raise EnergyError(f"a configure_net request cannot size the memories ({exc}): it needs layers, "
+                              "n_samples and the formats " + ", ".join(f"{r}_format" for r in self.ROLES)) from None
+        self.params = sum((fi + 1) * fo for fi, fo in self.layers)
+        classes = self.layers[-1][1]
+        self.classes, self.label_bits = classes, max(1, (classes - 1).bit_length())   # as layer_memory
+
+    def sizes(self) -> dict[str, int]:
+        p, b, w, layers = self.params, self.batch, self.w, self.layers
+        bits = {"weights": p * w["weights"], "master weights": p * w["update"],
+                "weight gradients": p * w["weight_grads"],
+                # every layer's input (ones column included) and output, kept for the backward
+                "activations": b * sum(fi + 1 + fo for fi, fo in layers) * w["activations"],
+                # δ in and out of the layer in flight
+                "errors": b * max(fi + 1 + fo for fi, fo in layers) * w["errors"],
+                "probabilities": b * self.classes * w["acc"],
+                "data": self.n * layers[0][0] * w["activations"], "labels": self.n * self.label_bits}
+        return {k: math.ceil(v / 8) for k, v in bits.items()}
+
+    def request_bits(self, mtype: str, header: Mapping[str, Any]) -> dict[str, int]:
+        """Bits each memory sees for one network request (docs/energy.md, "Memory")."""
+        p, w = self.params, self.w
+        if mtype == "configure_net":
+            return {"master weights write": p * w["update"]}                     # w into the update format
+        if mtype == "load_data":
+            shapes = {t["name"]: t["shape"] for t in header.get("tensors") or ()}
+            rows = shapes["x"][0] if "x" in shapes else 0
+            return {"data write": rows * self.layers[0][0] * w["activations"], "labels write": rows * self.label_bits}
+        if mtype == "net_grad":
+            return {"weights write": p * w["weights"],                          # Q_w(w) as sent
+                    "weight gradients read": p * w["weight_grads"]}             # ΔW for the reply
+        if mtype == "run_net_epoch":
+            return {"master weights read": p * w["update"], "weights write": p * w["weights"]}  # Q_w(w) to start
+        return {"master weights read": p * w["update"]}                         # fetch_net
 
 
 def access_price(size: int, model: EnergyModel) -> Price:
@@ -366,6 +417,40 @@ def access_price(size: int, model: EnergyModel) -> Price:
     else:
         pj = ea * (size / sa) ** (math.log(eb / ea) / math.log(sb / sa))
     return Price(pj, f"SRAM {size:,} B (log-log)", (na, nb))
+
+
+def epoch_costs(config: Mapping[str, Any], algorithm: str, model: EnergyModel,
+                widths: Iterable[int] = range(2, 17)) -> dict[int, float]:
+    """Picojoules of one accelerator epoch of ``algorithm`` at each offset width in ``widths``
+    (its integer bits kept), computed and priced as ``account`` prices a recorded one: the
+    kernel's operation counts and memory traffic (``accel.spec.counts``) at that width.
+
+    ``config`` is a run's resolved config (formats, shapes, rounding, batch size, inner steps);
+    the energy-aware precision policy compares these figures. Widths with no integer-bit room
+    (at most the offset's integer bits) are left out.
+    """
+    from accel.spec.counts import KernelFormats, epoch_memory, epoch_ops
+
+    offset = parse_format(str(config["offset_format"]))
+    if not isinstance(offset, FixedFormat):
+        raise EnergyError(f"epoch_costs: a fixed-point offset format changes width; got {offset!r}")
+    kernel = "sgd" if algorithm == "lpsgd" else "svrg"
+    shapes = dict(n_features=int(config["n_features"]), n_outputs=int(config["n_outputs"]),
+                  batch=int(config["batch_size"]), steps=int(config["inner_steps"]))
+    costs = {}
+    for bits in widths:
+        if bits <= offset.int_bits:
+            continue
+        at = FixedFormat(offset.int_bits, bits - offset.int_bits, offset.signed, offset.overflow)
+        fmts = KernelFormats(parse_format(str(config["data_format"])), at, parse_format(str(config["acc_format"])),
+                             str(config["rounding"]), int(config["rbits"]))
+        acc = _Accountant(model, "none")
+        acc.config = {**config, "offset_format": repr(at)}
+        terms: dict[str, list[float]] = {"compute": [], "memory": []}
+        acc.tally("compute", epoch_ops(kernel, str(config["model"]), fmts, **shapes), terms["compute"])
+        acc.tally("memory", epoch_memory(kernel, str(config["model"]), fmts, **shapes), terms["memory"])
+        costs[bits] = math.fsum(terms["compute"] + terms["memory"])
+    return costs
 
 
 # ---- accounting -----------------------------------------------------------------------------------
@@ -465,7 +550,7 @@ class EnergyReport:
 
 
 CONFIG_KEYS = ("dataset", "model", "algorithms", "bits", "data_format", "offset_format", "acc_format",
-               "rounding", "n_samples", "n_features", "n_outputs", "inner_steps", "batch_size", "epochs")
+               "recipe", "rounding", "n_samples", "n_features", "n_outputs", "inner_steps", "batch_size", "epochs")
 
 
 def account(records: Iterable[Mapping[str, Any]], model: EnergyModel, link: str, *,
@@ -513,8 +598,10 @@ class _Accountant:
         self.epochs: list[EpochEnergy] = []
         self.unattributed = dict.fromkeys(CATEGORIES, 0.0)
         self.formats: _Formats | None = None
+        self.net: _Net | None = None
         self.algorithm: str | None = None
         self.host_seen = self.memory_seen = self.accel_epochs = 0
+        self.host_missing: dict[str, None] = {}          # algorithms with an epoch record without host_ops
         self._reset()
 
     def _reset(self) -> None:
@@ -537,11 +624,11 @@ class _Accountant:
         if category == "link":
             name = f"link.{self.link}"
             return Price(self.model[name], self.link, (name,))
-        memory = key.split(" ")[0]
+        memory = key.rsplit(" ", 1)[0]     # "<memory> read|write"; "weight gradients write"
         if self.sizes is None:
             self.sizes = memory_sizes(self.config)
         if memory not in self.sizes:
-            raise EnergyError(f"memory figure {key!r}: no memory named {memory!r} (known: {', '.join(MEMORIES)})")
+            raise EnergyError(f"memory figure {key!r}: no memory named {memory!r} (known: {', '.join(self.sizes)})")
         per_access = access_price(self.sizes[memory], self.model)
         return Price(per_access.pj / 8, per_access.rule, per_access.inputs)
 
@@ -580,12 +667,21 @@ class _Accountant:
                     self.pending_ops.append(ops)
             elif mtype == "epoch_report":
                 self.pending_report = (header.get("body") or {}).get("memory")
-        elif mtype == "configure":
-            self.formats = _Formats(header.get("body") or {})
-        elif mtype in _TRAFFIC and self.formats is not None:
-            memory = self.pending_memory
-            for key, bits in _request_bits(mtype, header, header.get("body") or {}, self.formats).items():
-                memory[key] = memory.get(key, 0) + -(-bits // 8)
+            return
+        if mtype == "configure":
+            self.formats, self.net = _Formats(header.get("body") or {}), None
+        elif mtype == "configure_net":
+            # one memory size per run: a network's, sized at the batch the run was configured with
+            self.formats, self.net = None, _Net(header.get("body") or {}, int(self.config.get("batch_size") or 1))
+            self.sizes = self.net.sizes()
+        bits: dict[str, int] = {}
+        if self.net is not None and mtype in _NET_TRAFFIC:
+            bits = self.net.request_bits(mtype, header)
+        elif self.formats is not None and mtype in _TRAFFIC:
+            bits = _request_bits(mtype, header, header.get("body") or {}, self.formats)
+        memory = self.pending_memory
+        for key, b in bits.items():
+            memory[key] = memory.get(key, 0) + -(-b // 8)
 
     def epoch(self, r: Mapping[str, Any]) -> None:
         terms: dict[str, list[float]] = {c: [] for c in CATEGORIES}
@@ -600,8 +696,11 @@ class _Accountant:
         self.tally("link", self.pending_link, terms["link"])
         self.accel_epochs += bool(ops)
         self.memory_seen += bool(memory)
-        self.host_seen += "host_ops" in r
-        self.epochs.append(EpochEnergy(r.get("algorithm") or self.algorithm or "?", r.get("epoch"),
+        self.host_seen += r.get("host_ops") is not None
+        algorithm = r.get("algorithm") or self.algorithm or "?"
+        if r.get("host_ops") is None:
+            self.host_missing[algorithm] = None
+        self.epochs.append(EpochEnergy(algorithm, r.get("epoch"),
                                        r.get("gap"), {c: math.fsum(t) for c, t in terms.items()}))
         self._reset()
 
@@ -630,6 +729,9 @@ class _Accountant:
         if self.epochs and not self.host_seen:
             notes.append("the epoch records carry no host_ops (a trace from before they were "
                          "counted): the host's float64 work is not included")
+        elif self.host_missing:
+            notes.append(f"the epoch records of {', '.join(self.host_missing)} carry no host_ops (a network's "
+                         "host algorithms): their host float64 work is not included")
         if self.accel_epochs and not self.memory_seen:
             notes.append("no memory figures recorded: the accelerator's epoch memory traffic is not included")
         return EnergyReport(name, self.link, {k: self.config[k] for k in CONFIG_KEYS if k in self.config},
@@ -638,6 +740,7 @@ class _Accountant:
 
 
 _TRAFFIC = frozenset({"load_data", "recentre", "promote", "fetch"})   # requests that touch memories
+_NET_TRAFFIC = frozenset({"configure_net", "load_data", "net_grad", "run_net_epoch", "fetch_net"})
 
 
 def _request_bits(mtype: str, header: Mapping[str, Any], body: Mapping[str, Any],
@@ -718,9 +821,11 @@ def print_reports(reports: list[EnergyReport], model: EnergyModel, gap: float, c
                                                         highlight=False, soft_wrap=True)
     for r in reports:
         cfg = r.config
+        formats = (f"recipe {cfg['recipe']}" if cfg.get("data_format") is None and cfg.get("recipe")  # a network
+                   else f"data {cfg.get('data_format', '?')}, offset {cfg.get('offset_format', '?')}, "
+                        f"acc {cfg.get('acc_format', '?')}")
         console.print(f"[bold]{e(r.name)}[/]: " + e(
-            f"{cfg.get('dataset', '?')} / {cfg.get('model', '?')}, data {cfg.get('data_format', '?')}, "
-            f"offset {cfg.get('offset_format', '?')}, acc {cfg.get('acc_format', '?')}; link {r.link}"))
+            f"{cfg.get('dataset', '?')} / {cfg.get('model', '?')}, {formats}; link {r.link}"))
         per_alg = r.by_algorithm()
         other = any(r.unattributed.values())
         t = Table("category", *map(e, per_alg), *(["other"] if other else []), "total",

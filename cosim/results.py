@@ -6,21 +6,27 @@ Usage::
     results.epoch(record)            # appended to metrics.csv at once: a crash keeps every epoch
     results.finish(status="completed", reference={"loss": f_star, ...})
     results.path / "convergence.png"
+    results = ResultsDir.reopen(path, records=kept)   # a resumed run: metrics.csv holds ``kept``
 
 Metrics are written as they arrive; ``finish`` writes ``metrics.json`` and the plot from
-whatever was recorded, so an interrupted run still leaves both.
+whatever was recorded, so an interrupted run still leaves both. Whole files (config, JSON,
+weights, checkpoints) are written atomically (:func:`write_atomic`): a crash leaves the old
+version or the new one, never half of one.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
+import io
 import json
 import math
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 CSV_COLUMNS = ("algorithm", "epoch", "loss", "gap", "grad_norm", "bits", "offset_format",
-               "seconds", "saturations", "scale")
+               "seconds", "saturations", "scale", "test_accuracy")   # the last: networks only
 GAP_FLOOR = 1e-16  # gaps at or below float64 resolution are drawn on this floor
 
 
@@ -38,17 +44,57 @@ def toml_dumps(table: dict) -> str:
     return "".join(f"{k} = {value(v)}\n" for k, v in table.items() if v is not None)
 
 
+def write_atomic(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    """Replace ``path`` by what ``write(file)`` writes, atomically: a temporary file beside it,
+    fsync'd, renamed over it (then the directory fsync'd, so the rename survives power loss)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):      # in a directory gone unwritable, it stays
+            tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class ResultsDir:
     """The directory one run writes; see the module docstring."""
 
-    def __init__(self, path: Path, config: dict, derived: dict | None = None) -> None:
+    def __init__(self, path: Path, config: dict | None, derived: dict | None = None,
+                 records: list[dict] = ()) -> None:
         self._path = path
         self._records: list[dict] = []
-        self.write_config(config, derived)
-        self._csv = open(path / "metrics.csv", "w", newline="")
+        self.notes: list[dict] = []     # recoveries (restarts, resumes), in metrics.json
+        if config is not None:
+            self.write_config(config, derived)
+        self._csv = None
+        self.rewind(list(records))
+
+    @classmethod
+    def reopen(cls, path: str | Path, *, records: list[dict]) -> "ResultsDir":
+        """A results directory written before, continued: metrics.csv keeps ``records`` only."""
+        return cls(Path(path), None, records=records)
+
+    def rewind(self, records: list[dict]) -> None:
+        """Make ``records`` the whole of metrics.csv (atomically), and append after them."""
+        if self._csv is not None:
+            self._csv.close()
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records)
+        write_atomic(self._path / "metrics.csv", lambda f: f.write(text.getvalue().encode()))
+        self._records = list(records)
+        self._csv = open(self._path / "metrics.csv", "a", newline="")
         self._writer = csv.DictWriter(self._csv, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        self._writer.writeheader()
-        self._csv.flush()
 
     @classmethod
     def create(cls, root: str | Path, *, name: str, config: dict,
@@ -82,23 +128,27 @@ class ResultsDir:
     def write_config(self, config: dict, derived: dict | None = None) -> None:
         """Settings as TOML (a valid ``--config``); ``derived`` values as comments below them."""
         notes = "".join(f"# {line}" for line in toml_dumps(derived or {}).splitlines(True))
-        (self._path / "config.toml").write_text(
-            "# resolved configuration of this run; rerun with: cosim run --config config.toml\n"
-            + toml_dumps(config) + ("# derived from the data and the reference optimum:\n" + notes
-                                    if notes else ""))
+        text = ("# resolved configuration of this run; rerun with: cosim run --config config.toml\n"
+                + toml_dumps(config) + ("# derived from the data and the reference optimum:\n" + notes
+                                        if notes else ""))
+        write_atomic(self._path / "config.toml", lambda f: f.write(text.encode()))
 
     def save_weights(self, weights: dict) -> None:
         """Final float64 weights per algorithm, bit for bit (``weights.npz``)."""
         import numpy as np
 
-        np.savez(self._path / "weights.npz", **weights)
+        write_atomic(self._path / "weights.npz", lambda f: np.savez(f, **weights))
 
     def finish(self, *, status: str, reference: dict | None = None, title: str = "") -> None:
         self._csv.close()
-        (self._path / "metrics.json").write_text(json.dumps(
-            {"status": status, "reference": reference, "epochs": self._records}, indent=1,
-            default=_jsonable))
-        if self._records:
+        text = json.dumps({"status": status, "reference": reference, "epochs": self._records,
+                           **({"recoveries": self.notes} if self.notes else {})}, indent=1,
+                          default=_jsonable)
+        write_atomic(self._path / "metrics.json", lambda f: f.write(text.encode()))
+        if self._records and "test_accuracy" in self._records[0]:   # a network (host/deep.py)
+            from cosim.deep_plot import plot_training
+            plot_training(self._records, self._path / "convergence.png", title=title)
+        elif self._records:
             plot_convergence(self._records, self._path / "convergence.png", title=title)
 
 

@@ -9,12 +9,15 @@ Usage::
     summary = summarize(path)                          # what `cosim trace show` prints
     for record in TraceReader(path): ...               # the records as dicts, header first
     for index, offset, record in TraceReader(path).entries(): ...   # and where each one is
+    trace = TraceWriter.reopen(path, size=n)           # a resumed run: cut back to n bytes, append
     TraceTables.read(path).write(out_dir, "parquet")   # what `cosim trace export` writes
 
 Format version 2 (``docs/protocol.md``, "Trace file format"): an 8-byte magic, then records,
 each framed as length + CRC-32 + one msgpack map and written and flushed whole. A run that
 crashes leaves every record before the crash readable; a torn last record is reported as
-``truncated``, never an error; any other damage (a flipped bit, lost or inserted bytes) raises
+``truncated``, never an error; a run that continues after a crash (``cosim run --resume``, a
+restarted daemon) cuts the file back to the end of its last checkpointed epoch and appends
+from there, after a ``resume`` or ``restart`` mark; any other damage (a flipped bit, lost or inserted bytes) raises
 :class:`TraceError` naming the record and its byte offset. Version 1 files (bare msgpack maps,
 no checksums) are still read. Readers only ever open the file for reading.
 """
@@ -117,7 +120,8 @@ def _frame(payload: bytes) -> bytes:
 
 class TraceWriter:
     """Writes a new trace file record by record, flushing each one so a crash loses nothing
-    before it; an existing file is refused (``FileExistsError``), never appended to.
+    before it; an existing file is refused (``FileExistsError``): only :meth:`reopen` continues
+    one, from a point it names.
 
     The header names the accelerator that answered: it is written once the ``capabilities``
     reply passes through :meth:`message` (its backend, kernel spec and protocol version), or,
@@ -149,6 +153,37 @@ class TraceWriter:
             "libraries": library_versions(), "cpu": cpu_model(),
         }
         self._waiting: list[dict] = []
+
+    @classmethod
+    def reopen(cls, path: str | os.PathLike, *, size: int, stamped_by: str = "host") -> "TraceWriter":
+        """Continue the trace at ``path`` (header written) after its first ``size`` bytes, the end
+        of a whole record (a checkpoint's :attr:`size`): what follows them is cut off."""
+        self = cls.__new__(cls)
+        self._path, self._stamped_by = Path(path), stamped_by
+        self._file = open(self._path, "r+b")
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+        self._header, self._waiting = None, []
+        try:
+            self.cut(size)
+        except BaseException:
+            self._file.close()
+            raise
+        return self
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far, every record whole (the point :meth:`cut` can go back to)."""
+        return self._file.tell()
+
+    def cut(self, size: int) -> None:
+        """Drop everything after the first ``size`` bytes (records of work a resumed run
+        redoes); later records are appended there."""
+        if not len(MAGIC) < size <= os.fstat(self._file.fileno()).st_size:
+            raise ValueError(f"{self._path}: cannot cut to {size} bytes, not after its header and "
+                             "within the file")
+        self._file.flush()
+        self._file.truncate(size)
+        self._file.seek(size)
 
     def _flush_header(self) -> None:
         if self._header is not None:

@@ -11,6 +11,15 @@ Example::
     ...     acc.recentre(full_grad, anchor, scale=delta)
     ...     report = acc.run_epoch("svrg", epoch=1, step_size=alpha, batch_size=1, order=order)
     ...     z, state = acc.offset()              # scale · q as float64, and the raw state
+    ...     acc.restore(state)                   # on a new daemon, after configure and load (1.5+)
+
+A network (1.5+, ``docs/accelerator.md`` "Networks on the accelerator")::
+
+    ...     acc.configure_net(layers=[[64, 128, "relu"], [128, 10, "none"]], weights=w0, ...)
+    ...     acc.load(x, y)
+    ...     reply = acc.net_grad(w, batch)       # .grad, .loss, .ops, .memory
+    ...     acc.run_net_epoch(epoch=1, step_size=alpha, batch_size=1, order=order)
+    ...     w = acc.fetch_net().weights
 
 Errors come from the protocol client: an error reply raises ``AcceleratorError`` (with its
 ``.code``), a dead accelerator ``AcceleratorGone`` (within a fraction of a second), a silent
@@ -24,11 +33,16 @@ import numpy as np
 
 from protocol.channel import Client
 from protocol.keys import ClientKeys
-from protocol.messages import (Capabilities, Configure, EpochReport, Fetch, Hello, LoadData, Promote,
-                               Recentre, RunEpoch, Shutdown, State)
+from protocol.messages import (Capabilities, Configure, ConfigureNet, EpochReport, Fetch, FetchNet, Hello,
+                               LoadData, NetGrad, NetGradient, NetState, Promote, Recentre, Restore, RunEpoch,
+                               RunNetEpoch, Shutdown, State)
 
 # Room for the msgpack header and frame table beside a load_data chunk's two tensors.
 HEADER_ALLOWANCE = 64 * 1024
+
+
+class Unsupported(RuntimeError):
+    """The accelerator's protocol version lacks a request this host needs (not sent)."""
 
 
 class AcceleratorClient:
@@ -48,8 +62,15 @@ class AcceleratorClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
-        self._client.close()
+    def close(self, *, end_session: bool = True) -> None:
+        """Close; ``end_session=False`` keeps the session open for the next client with the same
+        ``session`` id to reopen with its hello (``protocol.channel.Client.close``)."""
+        self._client.close(end_session=end_session)
+
+    @property
+    def session(self) -> str:
+        """The session id this client's requests carry."""
+        return self._client.session
 
     def hello(self, client: str = "cosim-host") -> Capabilities:
         self.capabilities = self._client.request(Hello(client=client))
@@ -71,6 +92,11 @@ class AcceleratorClient:
         rows = (limit - HEADER_ALLOWANCE) // row_bytes
         if "max_tensor_bytes" in limits:
             rows = min(rows, int(limits["max_tensor_bytes"]) // (x.shape[1] * x.itemsize))
+        if "max_frame_bytes" in limits and "max_frames" in limits:
+            # Since 1.5 a tensor goes in frames of max_frame_bytes: x gets all the frames but
+            # the header's and one for y.
+            frame, frames = int(limits["max_frame_bytes"]), int(limits["max_frames"])
+            rows = min(rows, (frames - 2) * frame // (x.shape[1] * x.itemsize), frame // y.itemsize)
         if rows < 1:
             raise ValueError(f"one sample ({row_bytes} bytes) does not fit the accelerator's "
                              f"max_message_bytes={limit}")
@@ -93,9 +119,12 @@ class AcceleratorClient:
         return self.capabilities is not None and tuple(self.capabilities.version) >= version
 
     def run_epoch(self, algorithm: str, *, epoch: int, step_size: float, batch_size: int,
-                  order: np.ndarray) -> EpochReport:
+                  order: np.ndarray, statistics: bool = False) -> EpochReport:
+        """One epoch; with ``statistics`` the report carries the update statistics (an
+        accelerator of 1.5 or later; an older one ignores the request)."""
         return self._client.request(RunEpoch(algorithm=algorithm, epoch=epoch, steps=len(order) // batch_size,
-                                             step_size=step_size, batch_size=batch_size, order=order))
+                                             step_size=step_size, batch_size=batch_size, order=order,
+                                             statistics=statistics or None))
 
     def promote(self, offset_format: str, acc_format: str | None = None) -> None:
         ack = self._client.request(Promote(offset_format=offset_format, acc_format=acc_format))
@@ -108,6 +137,41 @@ class AcceleratorClient:
         """The accelerator's offset as float64, scale·q with the accelerator's own stored scale."""
         state = self.fetch()
         return state.scale * state.offset, state
+
+    def restore(self, state: State) -> float:
+        """Put back ``state`` (a ``fetch`` of a lost accelerator) after configure and load; returns
+        the stored scale. An accelerator older than 1.5 does not know the request: Unsupported."""
+        self._need("restoring its state", Restore.SINCE)
+        ack = self._client.request(Restore(offset=state.offset, offset_format=state.offset_format,
+                                           scale=state.scale, counters=state.counters))
+        return ack.info["scale"]
+
+    def _need(self, what: str, since: tuple[int, int]) -> None:
+        if not self._peer_has(since):
+            have = ".".join(map(str, self.capabilities.version)) if self.capabilities else "unknown"
+            raise Unsupported(f"the accelerator at {self.address} speaks protocol {have}; {what} "
+                              f"needs {since[0]}.{since[1]} or later")
+
+    def configure_net(self, **fields: Any) -> None:
+        """Set a network (ConfigureNet's fields). Unsupported unless the accelerator speaks 1.5
+        or later and announces networks (``max_net_params`` among its limits)."""
+        self._need("a network", ConfigureNet.SINCE)
+        if "max_net_params" not in self.capabilities.limits:
+            raise Unsupported(f"the {self.capabilities.backend} backend at {self.address} does not run "
+                              "networks; use the emulated backend")
+        self._client.request(ConfigureNet(**fields))
+
+    def net_grad(self, weights: np.ndarray, batch: np.ndarray) -> NetGradient:
+        """The network's low-precision minibatch gradient at ``weights`` (float64, flat)."""
+        return self._client.request(NetGrad(weights=weights, batch=batch))
+
+    def run_net_epoch(self, *, epoch: int, step_size: float, batch_size: int, order: np.ndarray) -> EpochReport:
+        """LP-SGD steps on the accelerator's master weights, len(order)/batch_size of them."""
+        return self._client.request(RunNetEpoch(epoch=epoch, steps=len(order) // batch_size, step_size=step_size,
+                                                batch_size=batch_size, order=order))
+
+    def fetch_net(self) -> NetState:
+        return self._client.request(FetchNet())
 
     def shutdown(self) -> None:
         self._client.request(Shutdown())

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.linalg
 
 from host.models import row_chunks
 
@@ -129,6 +128,9 @@ def synthetic(kind: str, *, samples: int, features: int, condition: float, seed:
     g -= g.mean(axis=0)
     # LAPACK works column-major: one copy, then Q overwrites it in place (numpy's qr copies
     # its input and its output through column-major buffers: five arrays of this size).
+    # Imported here, as scipy.special in host/models.py: every cosim command reads this module's
+    # data set names (its flags' help), and importing scipy would add a third of a second to each.
+    import scipy.linalg
     u = scipy.linalg.qr(np.asfortranarray(g), mode="economic", overwrite_a=True, check_finite=False)[0]
     del g
     v, _ = np.linalg.qr(rng.standard_normal((features, features)))
@@ -232,3 +234,28 @@ def load_npz(path: str | Path) -> Dataset:
                        "features max-abs scaled per column into [-1, 1]; labels 0…c−1; bias column appended")
     return Dataset(path.stem, x, _standardise(y) if y.std() > 0 else y - y.mean(), "regression", 1,
                    "features max-abs scaled per column into [-1, 1]; target standardised; bias column appended")
+
+
+def train_test_split(ds: Dataset, seed: int, test_fraction: float = 0.2) -> tuple[Dataset, Dataset]:
+    """A training and a test part of ``ds``, fixed by ``seed``:
+
+    >>> train, test = train_test_split(load_dataset("digits"), seed=0)
+    >>> len(train.y), len(test.y)
+    (1438, 359)
+
+    The test part is the first round(test_fraction·n) indices of
+    ``np.random.default_rng([seed, 0]).permutation(n)``, the training part the rest, each in
+    increasing index order. Stream [seed, 0] is one no epoch order draws from (epochs count
+    from 1), so the split does not repeat any epoch's samples.
+    """
+    n = len(ds.y)
+    n_test = round(test_fraction * n)
+    if not 0 < n_test < n:
+        raise DatasetError(f"test_fraction {test_fraction:g} of {n} samples leaves an empty part; "
+                           f"choose one that leaves at least one sample on each side")
+    perm = np.random.default_rng([seed, 0]).permutation(n)
+    parts = []
+    for name, idx in (("train", np.sort(perm[n_test:])), ("test", np.sort(perm[:n_test]))):
+        note = f"{ds.preprocessing}; {name} part ({len(idx)} of {n} samples, split with seed {seed})"
+        parts.append(Dataset(ds.name, ds.x[idx], ds.y[idx], ds.task, ds.n_classes, note))
+    return parts[0], parts[1]

@@ -10,61 +10,41 @@ Example (the embedded default: digits, softmax, HALP at 8 bits, through a runnin
 ``sgd`` and ``svrg`` run here in float64; ``lpsgd``, ``lpsvrg`` and ``halp`` drive the
 accelerator daemon at ``connect`` (one configure + data load per algorithm, one session).
 Default hyperparameters follow documented rules (``docs/host.md``), never per-data-set values.
+A network (``model`` mlp:W[,W...] or cnn) goes to ``host.deep.train_net``: sgd and svrg here,
+mixed and lpsgd through the daemon at ``connect``; the result is a ``host.deep.NetResult``.
+
+A run continues from where it stopped: ``checkpoint`` gets a :class:`Checkpoint` after every
+epoch, and ``train(cfg, connect=other, resume=that_checkpoint)`` carries on from it (a new
+daemon gets the lost one's state through ``restore``) to bit-identical weights::
+
+    >>> train(cfg, connect=new_address, resume=last, checkpoint=saved.append)
 """
 from __future__ import annotations
 
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from host.algorithms import ACCELERATOR_ALGORITHMS, ALGORITHMS, HOST_ALGORITHMS
+from host.algorithms import ACCELERATOR_ALGORITHMS, HOST_ALGORITHMS
 from host.client import AcceleratorClient
 from host.datasets import BUILTIN_TASKS, Dataset, check_pairing, load_dataset
 from host.models import MODELS, Objective, fp64_ops
 from host.optimizers import epoch_order, sgd_epoch, svrg_epoch
 from host.reference import Reference, reference_optimum, relative_gap
-from host.scheduler import MU_RULES, POLICIES, History, Policy, halp_mu, make_policy
-from protocol.capabilities import KernelCapabilities
+from host.scheduler import (History, Policy, UpdateStatistics, check_peer, halp_mu, make_policy,
+                            needs_statistics)
+from host.settings import TRAINING, fields_of
+from protocol.capabilities import CapabilityError, KernelCapabilities
 from protocol.codec import Limits
-from protocol.formats import FixedFormat, Format, FormatError, parse_format
+from protocol.formats import FixedFormat, Format, parse_format
 from protocol.keys import ClientKeys
-from protocol.messages import ROUNDINGS
-
-
-# Each setting's kind, read off TrainConfig's annotation and checked before anything else reads
-# the value (a TOML file can hold anything): annotation → what the error says is wanted.
-_KIND_WORDS = {"str": "a string", "str | None": "a string (or unset for the default rule)",
-               "tuple[str, ...]": "a list of strings", "int": "an integer",
-               "int | None": "an integer (or unset for the default rule)",
-               "float": "a number", "float | None": "a number (or unset for the default rule)"}
-# Integer bounds (documented in docs/host.md): beyond them a run could not complete or be recorded.
-INT_RANGES = {"bits": (2, 16), "rbits": (0, 32), "epochs": (1, 10**6), "seed": (0, 2**64 - 1),
-              "inner_steps": (1, 2**31 - 1), "batch_size": (1, 2**31 - 1), "lanes": (1, 4096),
-              "samples": (2, 2**31 - 1), "features": (1, 2**20), "classes": (2, 4096)}
-
-
-def _bound(v: int) -> str:
-    """An integer bound as people write it: 2^64 − 1, 2^20, 4096."""
-    for k, text in ((v + 1, "2^{} − 1"), (v, "2^{}")):
-        if v > 4096 and k & (k - 1) == 0:
-            return text.format(k.bit_length() - 1)
-    return str(v)
-
-
-def _is(value: Any, annotation: str) -> bool:
-    """Whether ``value`` is of a TrainConfig field's kind (``annotation``, one of _KIND_WORDS)."""
-    if annotation.endswith(" | None"):
-        return value is None or _is(value, annotation.removesuffix(" | None"))
-    if annotation == "tuple[str, ...]":
-        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
-    if isinstance(value, bool):           # a TOML true is not a number
-        return False
-    return isinstance(value, {"str": str, "int": int, "float": (int, float)}[annotation])
+from protocol.messages import State
 
 
 def _available_memory() -> int:
@@ -88,95 +68,58 @@ def _check_memory(rows: int, cols: int) -> None:
                          f"this machine has {available / 2**30:.1f} GiB available; lower samples or features")
 
 
-@dataclass
+@fields_of(TRAINING)
 class TrainConfig:
-    """Every training setting; the defaults are the embedded default run. ``None`` = by rule."""
-
-    dataset: str = "digits"
-    model: str = "softmax"
-    algorithms: tuple[str, ...] = ("halp",)
-    bits: int = 8
-    rounding: str = "stochastic"
-    rbits: int = 0                       # random bits per stochastic rounding; 0 = the whole discarded width
-    epochs: int = 20
-    seed: int = 0
-    l2: float = 1e-2
-    step_size: float | None = None       # α = 0.5 / L
-    mu: float | None = None              # HALP μ = 10 λ
-    mu_rule: str = "widen"               # halve μ after each epoch whose offsets saturated
-    inner_steps: int | None = None       # T = n
-    batch_size: int = 1
-    data_format: str | None = None       # fixed<IL, b−IL>, smallest IL holding max|x|
-    offset_format: str | None = None     # fixed<1, b−1>
-    acc_format: str = "fp32"
-    lanes: int = 16
-    policy: str | None = None            # None = the algorithm's natural policy
-    samples: int = 1000                  # synthetic data sets only
-    features: int = 20
-    condition: float = 100.0
-    classes: int = 10                    # synthetic_softmax only
-    timeout: float = 60.0
+    """Every training setting (declared in host/settings.py); the defaults are the embedded
+    default run, ``None`` = by rule."""
 
     def validate(self) -> None:
-        """Raise ValueError naming the bad setting and the valid choices."""
-        def bad(name: str, why: str) -> None:
-            raise ValueError(f"{name}: {why}; got {getattr(self, name)!r}")
-
-        for f in fields(self):
-            if not _is(getattr(self, f.name), f.type):
-                bad(f.name, _KIND_WORDS[f.type])
-        if not (self.dataset in BUILTIN_TASKS or self.dataset.endswith(".npz")):
-            bad("dataset", f"choose one of {', '.join(BUILTIN_TASKS)} or a path to a .npz file")
-        if self.model not in MODELS:
-            bad("model", f"choose one of {', '.join(MODELS)}")
+        """Raise ValueError naming the bad setting and what it accepts: each setting alone as
+        declared, then the rules between settings."""
+        for setting in TRAINING:
+            setting.check(getattr(self, setting.name))
+        if is_network(self.model):
+            _check_network(self)
+            return
+        if "mixed" in self.algorithms:
+            raise ValueError(f"algorithms: mixed trains networks (model mlp:W[,W...]); got model {self.model!r}")
         if self.dataset in BUILTIN_TASKS:
             check_pairing(self.dataset, BUILTIN_TASKS[self.dataset], self.model)
-        algos = tuple(self.algorithms)
-        if not algos or any(a not in ALGORITHMS for a in algos) or len(set(algos)) != len(algos):
-            bad("algorithms", f"a non-empty list without repeats from {', '.join(ALGORITHMS)}")
-        if not (isinstance(self.bits, int) and 2 <= self.bits <= 16):
-            bad("bits", "an integer from 2 to 16")
-        if self.rounding not in ROUNDINGS:
-            bad("rounding", f"choose one of {', '.join(ROUNDINGS)}")
-        if not (isinstance(self.rbits, int) and 0 <= self.rbits <= 32):
-            bad("rbits", "an integer from 0 (the whole discarded width) to 32")
-        for name, (lo, hi) in INT_RANGES.items():
-            value = getattr(self, name)
-            if value is not None and not lo <= value <= hi:
-                bad(name, f"an integer from {lo} to {_bound(hi)}")
         if self.dataset.startswith("synthetic_"):
             _check_memory(self.samples, self.features + 1)
-        if not (np.isfinite(self.l2) and self.l2 >= 0):
-            bad("l2", "a finite number >= 0")
-        for name in ("step_size", "mu", "timeout", "condition"):
-            value = getattr(self, name)
-            if value is not None and not (np.isfinite(value) and value > 0):
-                bad(name, "a finite number > 0" + (" (or unset for the default rule)" if name in ("step_size", "mu") else ""))
-        if "halp" in algos and self.mu is None and self.l2 == 0:
-            bad("mu", "HALP's default μ = 10λ needs l2 > 0; set mu explicitly")
-        for name in ("data_format", "offset_format", "acc_format"):
-            if getattr(self, name) is not None:
-                try:
-                    parse_format(getattr(self, name))
-                except FormatError as exc:
-                    raise ValueError(f"{name}: {exc}") from None
-        if self.mu_rule not in MU_RULES:
-            bad("mu_rule", f"choose one of {', '.join(MU_RULES)}")
-        if self.policy is not None and self.policy not in POLICIES:
-            bad("policy", f"choose one of {', '.join(POLICIES)} (or unset for each algorithm's natural policy)")
-        for algo in algos:
+        if "halp" in self.algorithms and self.mu is None and self.l2 == 0:
+            raise ValueError("mu: HALP's default μ = 10λ needs l2 > 0; set mu explicitly; got None")
+        for algo in self.algorithms:
             if algo in ACCELERATOR_ALGORITHMS:
                 make_policy(self.policy, algo)
         # Which formats the accelerator takes is its capabilities' business (check_capabilities).
         offset = parse_format(self.offset_format) if self.offset_format else FixedFormat(1, self.bits - 1)
-        if self.policy in ("adaptive", "dps") and not isinstance(offset, FixedFormat):
-            bad("offset_format", f"the {self.policy} policy changes fixed-point offset formats only")
+        if self.policy in ("adaptive", "dps", "gradstats", "energy") and not isinstance(offset, FixedFormat):
+            raise ValueError(f"offset_format: the {self.policy} policy changes fixed-point offset formats "
+                             f"only; got {self.offset_format!r}")
 
     def resolved(self) -> dict[str, Any]:
         """Every setting with the rule-based defaults filled in (loads the data set, so it
         can fail on a bad .npz). ``train()``'s result adds the reference-dependent values."""
         self.validate()
+        if is_network(self.model):
+            from host.deep import resolve
+            return {**asdict(self), **resolve(self)}
         return _resolve_rules(self, *_problem(self))
+
+
+def is_network(model: str) -> bool:
+    """Whether ``model`` names a network (host/nets.py: mlp:W[,W...] or cnn), not a linear model."""
+    return model not in MODELS
+
+
+def _check_network(cfg: TrainConfig) -> None:
+    """The rules between settings for a network (host/deep.py resolves the rest)."""
+    if cfg.dataset in BUILTIN_TASKS and BUILTIN_TASKS[cfg.dataset] == "regression":
+        raise ValueError(f"model: a network classifies; {cfg.dataset!r} is a regression data set")
+    if any(a in ("lpsvrg", "halp") for a in cfg.algorithms):
+        raise ValueError("algorithms: networks train with sgd, svrg (host, float64), mixed and lpsgd "
+                         f"(accelerator); got {', '.join(cfg.algorithms)}")
 
 
 @dataclass
@@ -209,6 +152,29 @@ class TrainResult:
                 "method": self.reference.method, "max_abs_w": float(np.max(np.abs(self.reference.w)))}
 
 
+@dataclass
+class Checkpoint:
+    """Where a run continues from: after epoch ``epoch`` (0 = the starting point) of ``algorithm``.
+
+    Everything the outer loop holds at the start of the next epoch, as plain values (cosim keeps
+    it on disk). For the accelerator's algorithms ``accel`` is the daemon's state as fetched after
+    the epoch, None at epoch 0 (what configure and load leave: nothing to restore).
+    """
+
+    algorithm: str
+    epoch: int
+    records: list[EpochRecord]            # every record so far, this epoch's included
+    weights: dict[str, np.ndarray]        # the final weights of the algorithms before this one
+    seconds: float                        # this algorithm's wall time so far (EpochRecord.seconds)
+    w: np.ndarray                         # the weights (HALP: the anchor w̃) after the epoch
+    fmt: str = "fp64"                     # the offset format the epoch ran in
+    norms: list[float] = field(default_factory=list)    # ‖∇f‖ after epochs 0 … epoch
+    rates: list[float] = field(default_factory=list)    # saturation rates of epochs 1 … epoch
+    saturated_epochs: int = 0
+    accel: State | None = None
+    stats: list[UpdateStatistics | None] = field(default_factory=list)   # the epochs' update statistics
+
+
 def default_data_format(max_abs: float, bits: int) -> FixedFormat:
     """fixed<IL, b−IL> with the smallest IL whose range holds max|x| (digits/16 → fixed<2,6>)."""
     for il in range(1, bits + 1):
@@ -221,7 +187,13 @@ def default_data_format(max_abs: float, bits: int) -> FixedFormat:
 
 def check_capabilities(caps: KernelCapabilities, resolved: dict[str, Any]) -> None:
     """Raise :class:`CapabilityError` (one line naming role, format and the accepted choices)
-    unless the accelerator accepts the resolved run's sizes, formats, rounding, problem and widths."""
+    unless the accelerator accepts the resolved run's sizes, formats, rounding, problem and widths;
+    for a network, unless it runs networks."""
+    if is_network(resolved["model"]):
+        if "max_net_params" not in caps.limits:
+            raise CapabilityError("model", f"the {caps.backend} backend does not run networks "
+                                           f"({resolved['model']}); use the emulated backend")
+        return
     caps.check_sizes(resolved["n_samples"], resolved["n_features"], resolved["n_outputs"])
     caps.check_run(data=resolved["data_format"], offset=resolved["offset_format"],
                    acc=resolved["acc_format"], rounding=resolved["rounding"],
@@ -256,9 +228,11 @@ def _resolve_rules(cfg: TrainConfig, ds: Dataset, obj: Objective) -> dict[str, A
     if cfg.batch_size > obj.n_samples:
         raise ValueError(f"batch_size: at most the {obj.n_samples} samples of {cfg.dataset}; "
                          f"got {cfg.batch_size}")
-    # Every epoch's sample order travels as one uint32 tensor; refuse here what the
-    # accelerator would refuse after the run has started.
-    per_epoch, most = resolved["inner_steps"] * cfg.batch_size, Limits().max_tensor_bytes // 4
+    # Every epoch's sample order travels as one uint32 tensor, in the frames a message has
+    # beside its header; refuse here what the accelerator would refuse after the run has started.
+    limits = Limits()
+    most = min(limits.max_tensor_bytes, (limits.max_frames - 1) * limits.max_frame_bytes) // 4
+    per_epoch = resolved["inner_steps"] * cfg.batch_size
     if per_epoch > most:
         raise ValueError(f"inner_steps × batch_size = {per_epoch} sample indices per epoch exceed "
                          f"the protocol's {most} per message; lower either")
@@ -268,39 +242,82 @@ def _resolve_rules(cfg: TrainConfig, ds: Dataset, obj: Objective) -> dict[str, A
 def train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | None = None,
           session: str | None = None, curve: ClientKeys | None = None,
           on_epoch: Callable[[EpochRecord], None] | None = None,
-          on_start: Callable[[str], None] | None = None) -> TrainResult:
+          on_start: Callable[[str], None] | None = None,
+          checkpoint: Callable[[Checkpoint], None] | None = None,
+          resume: Checkpoint | None = None,
+          costs: Mapping[str, Mapping[int, float]] | None = None) -> TrainResult:
     """Run every algorithm of ``cfg`` in turn; see the module docstring.
 
     ``tap``, ``session`` and ``curve`` go to the protocol client (a trace writer; a fixed session
     id makes two runs' traces comparable; the keys of a daemon serving with them). ``on_start(algorithm)`` runs before each algorithm's
-    first message; ``on_epoch(record)`` after every epoch, epoch 0 being the starting point.
+    first message; ``on_epoch(record)`` after every epoch, epoch 0 being the starting point;
+    ``checkpoint(ck)`` after each on_epoch. With ``resume`` (a checkpoint of a run of the same
+    ``cfg``) the run continues after it: its records are in the result but not passed to
+    ``on_epoch`` again, and ``on_start`` is not called for the algorithm it was in. ``costs``: per
+    accelerator algorithm, an epoch's cost per offset width (``cosim.energy.epoch_costs``), which the
+    ``energy`` policy compares; without them it weighs the operations by width.
     """
     cfg.validate()
+    if is_network(cfg.model):
+        return _train_network(cfg, connect=connect, tap=tap, session=session, curve=curve, on_epoch=on_epoch,
+                              on_start=on_start)
+    if resume is not None and resume.algorithm not in cfg.algorithms:
+        raise ValueError(f"the checkpoint is of algorithm {resume.algorithm!r}, which this run does not have")
     # One BLAS thread: BLAS splits its reductions by thread, so the float64 bits of a run would
     # depend on the machine's core count; and idle BLAS threads busy-wait, taking the core that
     # an accelerator daemon on the same machine needs (a digits HALP epoch: 5 ms, or 20 with them).
     with threadpool_limits(1):
         return _train(cfg, connect=connect, tap=tap, session=session, curve=curve, on_epoch=on_epoch,
-                      on_start=on_start)
+                      on_start=on_start, checkpoint=checkpoint, resume=resume, costs=costs or {})
+
+
+def _train_network(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | None,
+                   session: str | None, curve: ClientKeys | None,
+                   on_epoch: Callable[[Any], None] | None, on_start: Callable[[str], None] | None) -> Any:
+    """A network's run (host/deep.py), through the accelerator at ``connect`` for mixed and lpsgd;
+    a host.deep.NetResult. No checkpoints: a network's run starts again from the beginning."""
+    from host.algorithms import NET_ACCELERATOR_ALGORITHMS
+    from host.deep import train_net
+
+    if not any(a in NET_ACCELERATOR_ALGORITHMS for a in cfg.algorithms):
+        return train_net(cfg, on_epoch=on_epoch, on_start=on_start)
+    if not connect:
+        raise ValueError("algorithms mixed and lpsgd run on the accelerator: pass connect=ADDRESS of a running daemon")
+    with AcceleratorClient(connect, timeout=cfg.timeout, session=session, tap=tap, curve=curve) as acc:
+        caps = KernelCapabilities.from_message(acc.hello())
+        if caps is not None:
+            check_capabilities(caps, {"model": cfg.model})
+        return train_net(cfg, on_epoch=on_epoch, on_start=on_start, acc=acc)
 
 
 def _train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | None, session: str | None,
            curve: ClientKeys | None,
-           on_epoch: Callable[[EpochRecord], None] | None, on_start: Callable[[str], None] | None) -> TrainResult:
-    needs_accel = any(a in ACCELERATOR_ALGORITHMS for a in cfg.algorithms)
+           on_epoch: Callable[[EpochRecord], None] | None, on_start: Callable[[str], None] | None,
+           checkpoint: Callable[[Checkpoint], None] | None, resume: Checkpoint | None,
+           costs: Mapping[str, Mapping[int, float]]) -> TrainResult:
+    todo = cfg.algorithms[cfg.algorithms.index(resume.algorithm):] if resume else cfg.algorithms
+    needs_accel = any(a in ACCELERATOR_ALGORITHMS for a in todo)
     if needs_accel and not connect:
-        raise ValueError(f"algorithms {', '.join(a for a in cfg.algorithms if a in ACCELERATOR_ALGORITHMS)} "
+        raise ValueError(f"algorithms {', '.join(a for a in todo if a in ACCELERATOR_ALGORITHMS)} "
                          "run on the accelerator: pass connect=ADDRESS of a running daemon")
     ds, obj = _problem(cfg)
     resolved = _resolve_rules(cfg, ds, obj)
-    records: list[EpochRecord] = []
+    records: list[EpochRecord] = list(resume.records) if resume else []
+    weights: dict[str, np.ndarray] = dict(resume.weights) if resume else {}
 
     def emit(record: EpochRecord) -> None:
         records.append(record)
         if on_epoch:
             on_epoch(record)
 
-    weights: dict[str, np.ndarray] = {}
+    def saver(algo: str) -> Callable[..., None]:
+        """``save(epoch, started, w, **loop)``: the checkpoint after ``algo``'s epoch."""
+        def save(epoch: int, started: float, w: np.ndarray, **loop: Any) -> None:
+            if checkpoint:
+                checkpoint(Checkpoint(algo, epoch, list(records), dict(weights),
+                                      time.perf_counter() - started, w, **loop))
+        return save
+
     acc = AcceleratorClient(connect, timeout=cfg.timeout, session=session, tap=tap,
                             curve=curve) if needs_accel else None
     try:
@@ -316,11 +333,12 @@ def _train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | N
             lp_scale=float(np.max(np.abs(ref.w))) / parse_format(resolved["offset_format"]).max_value or 1.0,
             reference_loss=ref.loss, reference_grad_norm=ref.grad_norm, reference_method=ref.method,
         )
-        for algo in cfg.algorithms:
-            if on_start:
+        for algo in todo:
+            mine = resume if resume is not None and resume.algorithm == algo else None
+            if on_start and mine is None:
                 on_start(algo)
-            run = _run_host if algo in HOST_ALGORITHMS else _run_accel
-            weights[algo] = run(algo, obj, ref, resolved, emit, acc)
+            run = _run_host if algo in HOST_ALGORITHMS else partial(_run_accel, costs=costs.get(algo))
+            weights[algo] = run(algo, obj, ref, resolved, emit, acc, saver(algo), mine)
     finally:
         if acc is not None:
             acc.close()
@@ -365,16 +383,21 @@ def _host_epoch_ops(algo: str, obj: Objective, steps: int, batch: int) -> Counte
 
 
 def _run_host(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
-              emit: Callable[[EpochRecord], None], acc: None) -> np.ndarray:
+              emit: Callable[[EpochRecord], None], acc: None, save: Callable[..., None],
+              resume: Checkpoint | None) -> np.ndarray:
     """Full-precision SGD or SVRG in float64 with the shared step size, T and sample order."""
-    started = time.perf_counter()
-    w = obj.zeros()
-    grad = obj.grad(w)
     check = obj.gradient_ops(obj.n_samples) + _record_ops(obj)     # ∇f(w) and the record
-    emit(_record(algo, 0, obj, ref, w, grad, "fp64", 64, started, host_ops=dict(check)))
+    if resume is None:
+        started, w, first = time.perf_counter(), obj.zeros(), 1
+        grad = obj.grad(w)
+        emit(_record(algo, 0, obj, ref, w, grad, "fp64", 64, started, host_ops=dict(check)))
+        save(0, started, w)
+    else:
+        started, w, first = time.perf_counter() - resume.seconds, resume.w, resume.epoch + 1
+        grad = obj.grad(w)
     count = rc["inner_steps"] * rc["batch_size"]
     epoch_ops = _host_epoch_ops(algo, obj, rc["inner_steps"], rc["batch_size"]) + check
-    for epoch in range(1, rc["epochs"] + 1):
+    for epoch in range(first, rc["epochs"] + 1):
         if not np.any(grad):
             break   # exactly at the optimum: nothing left to do
         order = epoch_order(rc["seed"], epoch, obj.n_samples, count)
@@ -382,43 +405,81 @@ def _run_host(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
         w = step(obj, w, order, rc["step_size"], rc["batch_size"])
         grad = obj.grad(w)
         emit(_record(algo, epoch, obj, ref, w, grad, "fp64", 64, started, host_ops=dict(epoch_ops)))
+        save(epoch, started, w)
     return w
 
 
+# Epochs of float64 the energy policy's reference rate is measured over.
+PROBE_EPOCHS = 2
+
+
+def _float64_rate(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any]) -> tuple[float, Counter]:
+    """float64's contraction of ‖∇f‖ per epoch here, for the energy policy: the algorithm's host
+    counterpart (SGD for LP-SGD, SVRG for LP-SVRG and HALP) with the same settings, from w = 0,
+    over PROBE_EPOCHS epochs (geometric mean); and the host operations that took. Kept inside
+    (0, 1): a float64 run that stops at the optimum contracts as fast as can be, one that does
+    not contract leaves no width to catch up with."""
+    probe: list[EpochRecord] = []
+    _run_host("sgd" if algo == "lpsgd" else "svrg", obj, ref, {**rc, "epochs": PROBE_EPOCHS}, probe.append,
+              None, lambda *args, **kwargs: None, None)
+    first, last = probe[0].grad_norm, probe[-1].grad_norm
+    rate = (last / first) ** (1.0 / (len(probe) - 1)) if first > 0 and len(probe) > 1 else 0.0
+    ops = sum((Counter(r.host_ops) for r in probe), Counter())
+    return min(max(rate, np.nextafter(0.0, 1.0)), np.nextafter(1.0, 0.0)), ops
+
+
 def _run_accel(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
-               emit: Callable[[EpochRecord], None], acc: AcceleratorClient) -> np.ndarray:
+               emit: Callable[[EpochRecord], None], acc: AcceleratorClient, save: Callable[..., None],
+               resume: Checkpoint | None, costs: Mapping[int, float] | None = None) -> np.ndarray:
     """LP-SGD, LP-SVRG or HALP: the outer loop here, the inner loop on the accelerator.
 
     HALP keeps the anchor w̃ in float64 here; the accelerator's offset is z = scale·q and
     w̃ ← w̃ + z after each epoch. LP-SGD and LP-SVRG keep the whole weight on the accelerator
     (w = scale·q on the fixed grid ``lp_scale``); LP-SVRG's anchor is its current point.
+    With ``resume`` the daemon is configured and loaded as at epoch 0, then given the state it
+    had after the checkpoint's epoch (``restore``), and the loop goes on from the next epoch.
     """
-    policy: Policy = make_policy(rc["policy"], algo)
+    probe_ops = Counter()
+    if rc["policy"] == "energy":
+        rate, probe_ops = _float64_rate(algo, obj, ref, rc)
+        policy: Policy = make_policy("energy", algo, reference_rate=rate, costs=costs)
+    else:
+        policy = make_policy(rc["policy"], algo)
     fmt: Format = parse_format(rc["offset_format"])
     acc.configure(problem=obj.model, n_samples=obj.n_samples, n_features=obj.n_features,
                   n_outputs=obj.n_outputs, data_format=rc["data_format"], offset_format=repr(fmt),
                   acc_format=rc["acc_format"], rounding=rc["rounding"], rbits=rc["rbits"],
                   lanes=rc["lanes"], seed=rc["seed"], l2=rc["l2"], scale=rc["lp_scale"])
     acc.load(obj.x, obj.y)
-    started = time.perf_counter()
-    w = obj.zeros()
-    grad = obj.grad(w)
-    norms = [float(np.linalg.norm(grad))]
+    check_peer(policy, acc.capabilities.version)   # hello got them: load needs them too
     dc = obj.n_features * obj.n_outputs
     # ∇f(w), its norm for the policy, the record; each epoch also the anchor terms (svrg),
     # s·q (in fetch) and w̃ + z (HALP).
     check = obj.gradient_ops(obj.n_samples) + _norm_ops(dc) + _record_ops(obj)
     epoch_ops = (check + (obj.anchor_terms_ops() if algo != "lpsgd" else Counter())
                  + fp64_ops(mul=dc, add=dc if algo == "halp" else 0))
-    emit(_record(algo, 0, obj, ref, w, grad, repr(fmt), fmt.bits, started,
-                 scale=None if algo == "halp" else rc["lp_scale"], host_ops=dict(check)))
+    if resume is None:
+        started, w, first, saturated_epochs = time.perf_counter(), obj.zeros(), 1, 0
+        grad = obj.grad(w)
+        norms = [float(np.linalg.norm(grad))]
+        rates: list[float] = []      # per epoch: saturated offset updates / offset updates
+        stats: list[UpdateStatistics | None] = []   # per epoch: the accelerator's update statistics
+        emit(_record(algo, 0, obj, ref, w, grad, repr(fmt), fmt.bits, started,
+                     scale=None if algo == "halp" else rc["lp_scale"], host_ops=dict(check + probe_ops)))
+        save(0, started, w, fmt=repr(fmt), norms=list(norms))
+    else:
+        started, w, first = time.perf_counter() - resume.seconds, resume.w, resume.epoch + 1
+        fmt, norms, rates = parse_format(resume.fmt), list(resume.norms), list(resume.rates)
+        stats = list(resume.stats)
+        saturated_epochs = resume.saturated_epochs
+        if resume.accel is not None:
+            acc.restore(resume.accel)
+        grad = obj.grad(w)
     count = rc["inner_steps"] * rc["batch_size"]
-    saturated_epochs = 0
-    rates: list[float] = []          # per epoch: saturated offset updates / offset updates
-    for epoch in range(1, rc["epochs"] + 1):
+    for epoch in range(first, rc["epochs"] + 1):
         if norms[-1] == 0.0:
             break   # exactly at the optimum; HALP's δ = ‖g̃‖/(μ·max) would be 0
-        decision = policy.decide(History(norms, rates), fmt)
+        decision = policy.decide(History(norms, rates, stats), fmt)
         if decision.promote is not None:
             fmt = decision.promote
             acc.promote(repr(fmt))
@@ -430,9 +491,10 @@ def _run_accel(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
             acc.recentre(grad, obj.anchor_terms(w), scale)
         order = epoch_order(rc["seed"], epoch, obj.n_samples, count)
         report = acc.run_epoch("sgd" if algo == "lpsgd" else "svrg", epoch=epoch, step_size=rc["step_size"],
-                               batch_size=rc["batch_size"], order=order)
+                               batch_size=rc["batch_size"], order=order, statistics=needs_statistics(policy))
         saturated_epochs += report.saturations > 0
         rates.append(report.saturations / (rc["inner_steps"] * dc))
+        stats.append(UpdateStatistics.from_report(report))
         offset, state = acc.offset()
         w = w + offset if algo == "halp" else offset
         grad = obj.grad(w)
@@ -440,4 +502,6 @@ def _run_accel(algo: str, obj: Objective, ref: Reference, rc: dict[str, Any],
         emit(_record(algo, epoch, obj, ref, w, grad, repr(fmt), fmt.bits, started,
                      ops=dict(report.ops), saturations=int(report.saturations), scale=float(state.scale),
                      host_ops=dict(epoch_ops), decision=decision.reason))
+        save(epoch, started, w, fmt=repr(fmt), norms=list(norms), rates=list(rates),
+             saturated_epochs=saturated_epochs, accel=state, stats=list(stats))
     return w

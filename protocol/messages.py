@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL_VERSION = (1, 4)   # (major, minor); docs/protocol.md, "Versions"
+PROTOCOL_VERSION = (1, 5)   # (major, minor); docs/protocol.md, "Versions"
 
 PROBLEMS = ("linear", "logistic", "softmax")
 ALGORITHMS = ("sgd", "svrg")
@@ -163,6 +163,9 @@ class RunEpoch(Message):
     step_size: float = _f(Scalar("float", positive=True))
     batch_size: int = _f(Scalar("int", lo=1))
     order: np.ndarray = _f(Tensor(INDICES, 1))
+    # Since 1.5: true asks for the epoch's update statistics in the report (docs/accelerator.md,
+    # "Update statistics"): free in hardware, not in software, so only a host that uses them asks.
+    statistics: bool | None = _f(Scalar("bool", optional=True))
 
 
 @dataclass(frozen=True)
@@ -189,12 +192,92 @@ class Shutdown(Message):
 
 
 @dataclass(frozen=True)
+class Restore(Message):
+    """Since 1.5: put back what a lost accelerator held at the start of an epoch (the state a
+    ``fetch`` returned then), after configure and every row of load_data: the offset q on the
+    grid of ``offset_format``, the stored scale and the counters. The anchor is not part of it:
+    the state becomes ``loaded``, and an svrg epoch needs a recentre first, as every one gets."""
+    TYPE: ClassVar[str] = "restore"
+    REPLY: ClassVar[str] = "ack"
+    SINCE: ClassVar[tuple[int, int]] = (1, 5)   # older peers refuse the type (unknown_type)
+    offset: np.ndarray = _f(Tensor(("<f8",), 2))        # q, n_features × n_outputs, as State.offset
+    offset_format: str = _f(Scalar("str", format=True))
+    scale: float = _f(Scalar("float", positive=True))   # the stored scale, as State.scale
+    counters: dict = _f(Scalar("dict"))                 # as State.counters
+
+
+@dataclass(frozen=True)
 class Bye(Message):
     """Since 1.4: end the session; the accelerator drops its state and is free for the next
     client's hello at once."""
     TYPE: ClassVar[str] = "bye"
     REPLY: ClassVar[str] = "ack"
     SINCE: ClassVar[tuple[int, int]] = (1, 4)   # older peers refuse the type (unknown_type)
+
+
+# ---- networks (since 1.5; docs/accelerator.md, "Networks on the accelerator") ---------
+
+@dataclass(frozen=True)
+class ConfigureNet(Message):
+    """Since 1.5: set a dense network, its layer kernel formats (accel.spec.layer.LayerFormats
+    roles), the generator and the starting weights; clears data and state as configure does.
+    ``layers``: [fan_in, fan_out, activation] per layer, activation "relu" on hidden layers and
+    "none" on the last. ``weights``: every parameter, flat, layer after layer, each layer's
+    (fan_in + 1) × fan_out matrix in C order, its last row the biases; held as the master
+    weights, rounded to nearest-even into ``update_format``. The data then comes by load_data
+    (x: n_samples × the first fan_in; y: class labels below the last fan_out)."""
+    TYPE: ClassVar[str] = "configure_net"
+    REPLY: ClassVar[str] = "ack"
+    SINCE: ClassVar[tuple[int, int]] = (1, 5)   # older peers refuse the type (unknown_type)
+    layers: list = _f(Scalar("list"))
+    n_samples: int = _f(Scalar("int", lo=1))
+    weights_format: str = _f(Scalar("str", format=True))
+    activations_format: str = _f(Scalar("str", format=True))
+    errors_format: str = _f(Scalar("str", format=True))
+    weight_grads_format: str = _f(Scalar("str", format=True))
+    acc_format: str = _f(Scalar("str", format=True))
+    chunk: int = _f(Scalar("int", lo=0, hi=2**31 - 1))     # terms per partial sum; 0: one sum
+    update_format: str = _f(Scalar("str", format=True))
+    rounding: str = _f(Scalar("str", choices=ROUNDINGS))     # of the update
+    rbits: int = _f(Scalar("int", lo=0, hi=32))
+    lanes: int = _f(Scalar("int", lo=1, hi=4096))
+    seed: int = _f(Scalar("int", lo=0, hi=2**64 - 1))
+    l2: float = _f(Scalar("float", lo=0.0))                  # decay of run_net_epoch (net_grad has none)
+    weights: np.ndarray = _f(Tensor(("<f8",), 1))
+
+
+@dataclass(frozen=True)
+class NetGrad(Message):
+    """Since 1.5: the minibatch gradient of the configured network at ``weights`` (float64, in
+    configure_net's layout; rounded to nearest-even into the weights format) over the samples
+    ``batch``; the master weights are left alone."""
+    TYPE: ClassVar[str] = "net_grad"
+    REPLY: ClassVar[str] = "net_gradient"
+    SINCE: ClassVar[tuple[int, int]] = (1, 5)
+    weights: np.ndarray = _f(Tensor(("<f8",), 1))
+    batch: np.ndarray = _f(Tensor(INDICES, 1))
+
+
+@dataclass(frozen=True)
+class RunNetEpoch(Message):
+    """Since 1.5: ``steps`` LP-SGD steps on the master weights, minibatch t the samples
+    ``order[t·batch_size … (t+1)·batch_size − 1]``; the reply is an epoch_report."""
+    TYPE: ClassVar[str] = "run_net_epoch"
+    REPLY: ClassVar[str] = "epoch_report"
+    SINCE: ClassVar[tuple[int, int]] = (1, 5)
+    epoch: int = _f(Scalar("int", lo=0))
+    steps: int = _f(Scalar("int", lo=1))
+    step_size: float = _f(Scalar("float", positive=True))
+    batch_size: int = _f(Scalar("int", lo=1))
+    order: np.ndarray = _f(Tensor(INDICES, 1))
+
+
+@dataclass(frozen=True)
+class FetchNet(Message):
+    """Since 1.5: ask for the network's master weights."""
+    TYPE: ClassVar[str] = "fetch_net"
+    REPLY: ClassVar[str] = "net_state"
+    SINCE: ClassVar[tuple[int, int]] = (1, 5)
 
 
 # ---- replies (accelerator → host) ---------------------------------------------------
@@ -240,6 +323,17 @@ class EpochReport(Message):
     # cycle counter). It differs from run to run and between backends: replay and the
     # conformance suite report it but do not compare it.
     work: dict | None = _f(Scalar("dict", optional=True))
+    # Since 1.5, when run_epoch asked for them: the epoch's update statistics
+    # (docs/accelerator.md, "Update statistics"), exact and equal on every backend: offset
+    # updates, those with t ≠ 0 that rounded to 0, the smallest non-zero and the largest |t| (in
+    # offset units, clamped as step 7 clamps), and per binade b = floor(log2 |t|) + FL of the
+    # grid the count of t ≠ 0 ({"-3": 12, ...}; the lowest key, -32, also counts every binade
+    # below). An older accelerator leaves them out.
+    updates: int | None = _f(Scalar("int", optional=True, lo=0))
+    vanished: int | None = _f(Scalar("int", optional=True, lo=0))
+    update_min: float | None = _f(Scalar("float", optional=True, lo=0.0))
+    update_max: float | None = _f(Scalar("float", optional=True, lo=0.0))
+    update_binades: dict | None = _f(Scalar("dict", optional=True))
 
 
 @dataclass(frozen=True)
@@ -249,6 +343,30 @@ class State(Message):
     scale: float = _f(Scalar("float"))
     offset_format: str = _f(Scalar("str", format=True))
     counters: dict = _f(Scalar("dict"))
+
+
+@dataclass(frozen=True)
+class NetGradient(Message):
+    """Since 1.5, the reply to net_grad: the gradient (configure_net's layout, values of the
+    weight-gradient format, exact in float64), the minibatch's mean cross-entropy (a float64
+    monitor) and the request's operations and memory traffic (keys as in epoch_report)."""
+    TYPE: ClassVar[str] = "net_gradient"
+    SINCE: ClassVar[tuple[int, int]] = (1, 5)
+    grad: np.ndarray = _f(Tensor(("<f8",), 1))
+    ops: dict = _f(Scalar("dict"))
+    memory: dict = _f(Scalar("dict"))
+    loss: float | None = _f(Scalar("float", optional=True))   # absent when infinite (some p_y rounded to 0)
+    work: dict | None = _f(Scalar("dict", optional=True))   # as epoch_report's: {"seconds": compute time}
+
+
+@dataclass(frozen=True)
+class NetState(Message):
+    """Since 1.5, the reply to fetch_net: the master weights (configure_net's layout, values of
+    ``update_format``, exact in float64)."""
+    TYPE: ClassVar[str] = "net_state"
+    SINCE: ClassVar[tuple[int, int]] = (1, 5)
+    weights: np.ndarray = _f(Tensor(("<f8",), 1))
+    update_format: str = _f(Scalar("str", format=True))
 
 
 # Codes added by a minor: that minor, and the code a peer of an older one gets instead, with the
@@ -308,8 +426,9 @@ class Progress(Message):
 
 
 REQUESTS: dict[str, type] = {c.TYPE: c for c in (Hello, Configure, LoadData, Recentre, RunEpoch,
-                                                  Promote, Fetch, Shutdown, Bye)}
+                                                  Promote, Fetch, Shutdown, Bye, Restore, ConfigureNet, NetGrad,
+                                                  RunNetEpoch, FetchNet)}
 # Everything the host decodes: the replies, and the progress that may come before one.
 REPLIES: dict[str, type] = {c.TYPE: c for c in (Capabilities, Ack, EpochReport, State, Error,
-                                                 Progress)}
+                                                 Progress, NetGradient, NetState)}
 MESSAGES: dict[str, type] = {**REQUESTS, **REPLIES}

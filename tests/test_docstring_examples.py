@@ -7,11 +7,12 @@ import pytest
 MODULES = [
     "protocol.formats", "protocol.messages", "protocol.codec", "protocol.capabilities",
     "accel.spec.counts", "accel.spec.arith", "accel.spec.backend", "accel.spec.nonlinear",
-    "accel.spec.accuracy",
+    "accel.spec.accuracy", "accel.spec.layer", "accel.backends.layer_compiled",
     "accel.backends", "accel.backends.emulated", "accel.daemon", "accel.bus", "accel.etherbone",
     "accel.numerics", "accel.numerics.accumulate", "accel.numerics.arith",
     "accel.numerics.codec", "accel.numerics.doubleword", "accel.numerics.quantize",
-    "accel.numerics.rng", "accel.numerics.rounding", "host.datasets", "host.scheduler",
+    "accel.numerics.rng", "accel.numerics.rounding", "host.datasets", "host.scheduler", "host.recipes",
+    "cosim.launch",
 ]
 
 

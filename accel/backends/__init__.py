@@ -35,7 +35,10 @@ _EMULATED = KernelCapabilities(
     exact_dot_bits=54,        # float64 holds every integer of magnitude <= 2^53 exactly
     exact_product_bits=53,    # a float64 product of operands with p1 + p2 <= 53 bits is exact
     limits={"max_samples": 1 << 26, "max_features": 1 << 16, "max_outputs": 1 << 12,
-            "max_elements": 1 << 32, "max_data_bytes": 1 << 32},
+            "max_elements": 1 << 32, "max_data_bytes": 1 << 32,
+            # Networks (configure_net, accel.backends.net): parameters in all layers. A backend
+            # that does not announce it runs no networks.
+            "max_net_params": 1 << 24},
 )
 
 # The RTL core (accel/rtl, docs/rtl.md): signed fixed-point data and offset of up to 16 bits,

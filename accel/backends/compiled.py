@@ -12,17 +12,18 @@ whenever :func:`covers` says the configuration is covered, and its numpy referen
     >>> k = StepConstants(s=1.0, inv_s=1.0, alpha=0.5, lam=0.0, inv_b=1.0)
     >>> data = PackedData(fmts.data, n_samples=2, n_features=2)
     >>> data.put(0, np.eye(2))
-    >>> q, saturations, failed = run_epoch(
+    >>> q, saturations, stats, failed = run_epoch(
     ...     "sgd", "linear", fmts, k, data=data, y=np.array([0.5, -0.25]), anchor=None,
     ...     q=np.zeros((2, 1)), qa=np.zeros((2, 1)), g_tilde=np.zeros((2, 1)),
-    ...     order=np.array([0, 1]), batch=1, steps=2, rng_states=None)
-    >>> q.tolist(), saturations, failed
-    ([[0.25], [-0.125]], 0, -1)
+    ...     order=np.array([0, 1]), batch=1, steps=2, rng_states=None, statistics=True)
+    >>> q.tolist(), saturations, failed, stats.vanished
+    ([[0.25], [-0.125]], 0, -1, 0)
 
 The kernel performs the reference's operations (``docs/accelerator.md``, "Kernel arithmetic";
 :mod:`accel.spec.arith`, :mod:`accel.spec.nonlinear`) in the same order, each a float64
-operation followed by R, so the results are the same bits: offsets, saturation counts and the
-step at which a NaN update refuses the epoch. Only the exact dot of step 2 is summed in another
+operation followed by R, so the results are the same bits: offsets, saturation counts, the
+update statistics (``accel.spec.gradstats``, when asked for) and the step at which a NaN
+update refuses the epoch. Only the exact dot of step 2 is summed in another
 order, which cannot change its value. R is chosen at compile time by the type of a token
 (:func:`_acc_token`): fp64 is the identity; fp32 is the float64 → float32 cast, and fp32
 values are held as float32, so that an operation on two of them is the float32 operation, the
@@ -50,6 +51,7 @@ from accel.numerics.rng import draw_rounds
 from accel.numerics.rounding import rbits_code
 from accel.spec import nonlinear
 from accel.spec.counts import KernelFormats
+from accel.spec.gradstats import BINADE_FLOOR, UpdateStats, binade_slots
 from protocol.formats import PRESETS, FixedFormat, FloatFormat
 
 __all__ = ["StepConstants", "covers", "decode_row", "held_dtype", "run_epoch"]
@@ -75,6 +77,7 @@ _NEAREST, _SR, _SR_NARROW = 0, 1, 2        # step 7's rounding, as the update lo
 # an argument, not a global array, which would keep numba from caching the kernels.
 _LOG2E, _LN2, _LN2_LO, _EXP_LO, _EXP_HI, _EXPM1_LO, _DEN_FLOOR, _RESP_HI, _POW2_AT = range(9)
 _POW2_MIN = -1074
+_INF_BITS = 0x7FF0_0000_0000_0000          # +inf as int64: the smallest |t'| before any is seen
 
 
 # -- R: one rounding into the accumulator format --------------------------------------------
@@ -308,7 +311,7 @@ def _exact_dot(x: np.ndarray, v: np.ndarray) -> float:
 
 
 @njit(cache=True, inline="always")
-def _update(tok, rounding, src, mult, v, qa, gt, words, consts):
+def _update(tok, rounding, src, mult, v, qa, gt, words, consts, stats, mag):
     """Steps 5 (its last product or R(G·R(1/B))), 6 and 7 in one pass over the weights.
 
     Row c's G term is R(src[c]·mult[c]): src = x_i (one row, for every c) and mult = r_i when
@@ -317,16 +320,18 @@ def _update(tok, rounding, src, mult, v, qa, gt, words, consts):
     differs from u only in the sign of a zero, which Q(−t) does not see. ``words`` (C × F): this step's
     random words, transposed like the weights. ``rounding`` (_NEAREST, _SR, _SR_NARROW) is a
     constant at each call site (:func:`_update_in`), so each rounding compiles to its own loop
-    without per-element branches. Returns (NaN seen, saturations); after a NaN the caller
-    discards v.
+    without per-element branches. With ``stats`` (the same for the whole loop, which the compiler
+    hoists) each |t'| goes into ``mag`` (C × F) for the update statistics (``accel.spec.gradstats``;
+    :func:`_tally` takes them from there, so this loop keeps no data-dependent branch). Returns
+    (NaN seen, saturations, vanished updates); after a NaN the caller discards v and the statistics.
     """
     s, inv_s, alpha, lam, shift, two_r, inv_two_r, bound, scale, eps, lo, hi = consts
     n_c, n_f = v.shape
     nan = False
-    saturations = 0
+    saturations = vanished = 0
     for c in range(n_c):
         src_c, mult_c = src[min(c, src.shape[0] - 1)], mult[c]
-        vc, qac, gtc, wc = v[c], qa[c], gt[c], words[c]
+        vc, qac, gtc, wc, mc = v[c], qa[c], gt[c], words[c], mag[c]
         for f in range(n_f):
             vj = vc[f]
             reg = _R(lam * _R(s * vj, tok), tok)
@@ -355,23 +360,48 @@ def _update(tok, rounding, src, mult, v, qa, gt, words, consts):
                 val = qj + np.rint(w) * eps
             saturations += (val < lo) | (val > hi)
             vc[f] = _clamp(val, lo, hi) - qac[f]
-    return nan, saturations
+            if stats:
+                a = abs(tc)
+                mc[f] = a
+                vanished += (val == qj) & (a != 0.0)
+    return nan, saturations, vanished
+
+
+@njit(cache=True)
+def _tally(bits: np.ndarray, ext: np.ndarray, counts: np.ndarray, fl: int) -> None:
+    """A step's |t'| (float64, ``bits`` as int64) into the statistics: ``ext`` holds the bits of
+    the smallest non-zero and of the largest, ``counts`` the binades (zeros are counted in the
+    lowest and taken out again: no branch per element). A non-negative float64 orders as its
+    bits, and its binade is its exponent field less the bias (a subnormal's, and 0's, lie far
+    below BINADE_FLOOR for any offset's FL)."""
+    lo, hi, zeros = ext[0], ext[1], 0
+    for k in range(bits.shape[0]):
+        b = bits[k]
+        lo = min(lo, b if b != 0 else _INF_BITS)
+        hi = max(hi, b)
+        zeros += b == 0
+    ext[0], ext[1] = lo, hi
+    for k in range(bits.shape[0]):
+        counts[max((bits[k] >> 52) - 1023 + fl, BINADE_FLOOR) - BINADE_FLOOR] += 1
+    counts[0] -= zeros
 
 
 @njit(cache=True, inline="always")
-def _update_in(tok, rounding, src, mult, v, qa, gt, words, consts):
+def _update_in(tok, rounding, src, mult, v, qa, gt, words, consts, stats, mag):
     """:func:`_update` with ``rounding`` turned into a constant, one call site per rounding."""
     if rounding == _SR_NARROW:
-        return _update(tok, _SR_NARROW, src, mult, v, qa, gt, words, consts)
+        return _update(tok, _SR_NARROW, src, mult, v, qa, gt, words, consts, stats, mag)
     if rounding == _SR:
-        return _update(tok, _SR, src, mult, v, qa, gt, words, consts)
-    return _update(tok, _NEAREST, src, mult, v, qa, gt, words, consts)
+        return _update(tok, _SR, src, mult, v, qa, gt, words, consts, stats, mag)
+    return _update(tok, _NEAREST, src, mult, v, qa, gt, words, consts, stats, mag)
 
 
 @njit(cache=True)
 def _epoch(tok, svrg, problem, data, kind, table, y, anchor, q, qa, g_tilde, acc_consts, order, batch, steps, kc, pieces,
-           coeffs, states, r_bits, stochastic, int_bits, frac_bits, lo, hi):
-    """Run ``steps`` steps on q (F × C, updated in place); returns (failed step or −1, saturations).
+           coeffs, states, r_bits, stochastic, int_bits, frac_bits, lo, hi, stats, ext, counts):
+    """Run ``steps`` steps on q (F × C, updated in place); returns (failed step or −1, saturations,
+    vanished updates), with ``stats`` the other update statistics in ``ext`` and ``counts``
+    (:func:`_tally`; without, the vanished count is 0 and they are left as they are).
 
     ``acc_consts`` = (s, R(1/s), R(α), R(λ), R(1/B)) and ``g_tilde`` are held in the
     accumulator's dtype. On a NaN update the step's index is returned at once and q is left
@@ -394,10 +424,12 @@ def _epoch(tok, svrg, problem, data, kind, table, y, anchor, q, qa, g_tilde, acc
     st = states.copy()
     consts = (s, inv_s, alpha, lam, np.uint32(32 - r_bits), 2.0 ** r_bits, 2.0 ** -r_bits, 2.0 ** (int_bits + 1),
               2.0 ** frac_bits, 2.0 ** -frac_bits, lo, hi)
+    mag = np.zeros(n_c * n_f if stats else 0)                  # a step's |t'|, C × F
+    mag_t, mag_bits = mag.reshape((n_c, n_f if stats else 0)), mag.view(np.int64)
     # |w| ≤ 2^(IL+1+FL): the narrow form of stochastic rounding needs |w|·2^r ≤ 2^52.
     rounding = (_NEAREST if not stochastic else
                 _SR_NARROW if int_bits + 1 + frac_bits + r_bits <= 52 else _SR)
-    saturations = 0
+    saturations = vanished = 0
     for step in range(steps):
         rows = order[step * batch:(step + 1) * batch]
         for b in range(batch):
@@ -438,15 +470,19 @@ def _epoch(tok, svrg, problem, data, kind, table, y, anchor, q, qa, g_tilde, acc
                 for f in range(n_f):
                     wc[f] = words[f * n_c + c]
         if batch > 1:
-            nan, sat = _update_in(tok, rounding, g, inv_b_row, v, qa_t, gt_t, words_t, consts)
+            nan, sat, van = _update_in(tok, rounding, g, inv_b_row, v, qa_t, gt_t, words_t, consts, stats, mag_t)
         else:
-            nan, sat = _update_in(tok, rounding, xb[0:1], resp[0], v, qa_t, gt_t, words_t, consts)
+            nan, sat, van = _update_in(tok, rounding, xb[0:1], resp[0], v, qa_t, gt_t, words_t, consts, stats,
+                                       mag_t)
         if nan:
-            return step, saturations
+            return step, saturations, vanished
         saturations += sat
+        vanished += van
+        if stats:
+            _tally(mag_bits, ext, counts, frac_bits)
     q[:] = (qa_t + v).T                                        # exact: q = q_a + dq
     states[:] = st
-    return -1, saturations
+    return -1, saturations, vanished
 
 
 def covers(fmts: KernelFormats, algorithm: str, problem: str, anchored: bool) -> bool:
@@ -489,8 +525,10 @@ def _writable(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
 def run_epoch(algorithm: str, problem: str, fmts: KernelFormats, k: StepConstants, *, data: PackedData,
               y: np.ndarray, anchor: np.ndarray | None, q: np.ndarray, qa: np.ndarray, g_tilde: np.ndarray,
               order: np.ndarray, batch: int, steps: int,
-              rng_states: np.ndarray | None) -> tuple[np.ndarray, int, int]:
-    """One epoch from q: (new q, saturations, −1) or, on a NaN update, (q's copy, 0, failed step).
+              rng_states: np.ndarray | None,
+              statistics: bool = False) -> tuple[np.ndarray, int, UpdateStats | None, int]:
+    """One epoch from q: (new q, saturations, update statistics or None without ``statistics``,
+    −1) or, on a NaN update, (q's copy, 0, None, failed step).
 
     ``rng_states``: the LaneRNG's lane states for stochastic rounding (advanced in place, as
     ``LaneRNG.words`` would advance them), None for nearest-even.
@@ -503,12 +541,19 @@ def run_epoch(algorithm: str, problem: str, fmts: KernelFormats, k: StepConstant
     # The small operands are copied: one that is read-only (a zero-copy view of a message, which
     # an fp64 backend stores as it came) would be another signature to compile. The large ones,
     # data and anchor terms, arrive in the layout the kernel takes.
-    failed, saturations = _epoch(
+    ext, counts = np.array([_INF_BITS, 0]), np.zeros(binade_slots(fmts.offset), dtype=np.int64)
+    failed, saturations, vanished = _epoch(
         tok, algorithm == "svrg", _PROBLEMS[problem], *data.kernel_args(), np.ascontiguousarray(y, dtype=np.float64),
         np.zeros((0, c), dtype=held) if anchor is None else _writable(anchor, held),
         out, np.array(qa, dtype=np.float64, order="C"), np.array(g_tilde, dtype=held, order="C"),
         np.array([k.s, k.inv_s, k.alpha, k.lam, k.inv_b], dtype=held),
         np.array(order, dtype=np.int64), int(batch), int(steps), kc, pieces, coeffs,
         rng_states if stochastic else np.zeros(1, dtype=np.uint32), rbits_code(fmts.rbits or None),
-        stochastic, fmts.offset.int_bits, fmts.offset.frac_bits, fmts.offset.min_value, fmts.offset.max_value)
-    return (out, saturations, -1) if failed < 0 else (out, 0, failed)
+        stochastic, fmts.offset.int_bits, fmts.offset.frac_bits, fmts.offset.min_value, fmts.offset.max_value,
+        statistics, ext, counts)
+    if failed >= 0:
+        return out, 0, None, failed
+    if not statistics:
+        return out, saturations, None, -1
+    lo, hi = ext.view(np.float64)
+    return out, saturations, UpdateStats.from_counts(steps * q.size, vanished, lo, hi, counts), -1

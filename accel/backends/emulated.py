@@ -41,6 +41,7 @@ from accel.numerics import LaneRNG, quantize
 from accel.spec import (Backend, EpochResult, KernelConfig, LoadResult, OffsetState,
                         PromoteResult, RecentreResult, nonlinear)
 from accel.spec.backend import diverged
+from accel.spec.gradstats import UpdateStats, UpdateTally
 from accel.spec.arith import AccArith, CountingArith, rounded_scale
 from accel.spec.counts import (WORD_BITS, ExactKeys, KernelFormats, epoch_memory, epoch_ops, exact_keys,
                                load_ops, promote_ops, recentre_ops, update_format)
@@ -101,6 +102,14 @@ def sgd_step(A: AccArith, keys: ExactKeys, problem: str, xb: np.ndarray, yb: np.
 def offset_update(q: np.ndarray, t: np.ndarray, fmt: FixedFormat, rounding: str,
                   rng: LaneRNG | None = None, rbits: int | None = None) -> tuple[np.ndarray, int]:
     """Step 7: q ← Q_offset(q − t), rounded once from the exact difference; returns (q, saturations).
+    It is :func:`offset_round`, then :func:`clamp_offset`.
+    """
+    return clamp_offset(offset_round(q, t, fmt, rounding, rng, rbits), fmt)
+
+
+def offset_round(q: np.ndarray, t: np.ndarray, fmt: FixedFormat, rounding: str,
+                 rng: LaneRNG | None = None, rbits: int | None = None) -> np.ndarray:
+    """Step 7 before the clamp: Q(q − t) on the offset grid, possibly outside the offset range.
 
     q is on the grid ε = 2^-FL, so q − t needs no wide adder: floor-based stochastic rounding
     commutes with grid shifts, Q(q − t) = q + Q(−t), and so does nearest-even except at ties,
@@ -115,7 +124,12 @@ def offset_update(q: np.ndarray, t: np.ndarray, fmt: FixedFormat, rounding: str,
         y = -tc * 2.0 ** fmt.frac_bits                        # exact: a power-of-two scaling
         tie = y - np.floor(y) == 0.5                          # q − t is a half-grid point, exact
         v = np.where(tie, quantize(q - tc, wide), v)
-    outside = (v < fmt.min_value) | (v > fmt.max_value)      # v is on the grid: only the clamp is left
+    return v
+
+
+def clamp_offset(v: np.ndarray, fmt: FixedFormat) -> tuple[np.ndarray, int]:
+    """Step 7's last act: v (on the grid) clamped into the offset range; returns (q, saturations)."""
+    outside = (v < fmt.min_value) | (v > fmt.max_value)
     return np.clip(v, fmt.min_value, fmt.max_value), int(np.count_nonzero(outside))
 
 
@@ -219,7 +233,7 @@ class EmulatedBackend(Backend):
         return PromoteResult(saturations=sat_q + sat_a, scale=self.s, ops=self._ops(analytic))
 
     def run_epoch(self, algorithm: str, epoch: int, steps: int, step_size: float, batch_size: int,
-                  order: np.ndarray) -> EpochResult:
+                  order: np.ndarray, statistics: bool = False) -> EpochResult:
         cfg, A, B, fmts = self.cfg, self.A, batch_size, self.fmts
         started = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore"):   # a NaN update is caught below
@@ -228,12 +242,13 @@ class EmulatedBackend(Backend):
             rng = LaneRNG(cfg.seed, epoch, cfg.lanes) if cfg.rounding == "stochastic" else None
             order = np.asarray(order, dtype=np.int64)
             if not self.counting and compiled.covers(fmts, algorithm, cfg.problem, self.anchor is not None):
-                q, saturations, failed = compiled.run_epoch(
+                q, saturations, stats, failed = compiled.run_epoch(
                     algorithm, cfg.problem, fmts, k, data=self.data, y=self.y, anchor=self.anchor, q=self.q,
                     qa=self.qa, g_tilde=self.g_tilde, order=order, batch=B, steps=steps,
-                    rng_states=None if rng is None else rng.states)
+                    rng_states=None if rng is None else rng.states, statistics=statistics)
             else:
-                q, saturations, failed = self._reference_epoch(algorithm, k, rng, order, B, steps)
+                q, saturations, stats, failed = self._reference_epoch(algorithm, k, rng, order, B, steps)
+                stats = stats if statistics else None
         if failed >= 0:
             self._ops({})   # the discarded epoch's counts go with it
             # State is untouched: q is stored only after the whole epoch.
@@ -244,14 +259,15 @@ class EmulatedBackend(Backend):
         self.counters["saturations"] += saturations
         ops, memory = _epoch_counts(algorithm, cfg.problem, fmts, cfg.n_features, cfg.n_outputs, B, steps)
         return EpochResult(steps=steps, ops=self._ops(dict(ops)), memory=dict(memory), saturations=saturations,
-                           work={"seconds": round(time.perf_counter() - started, 6)})
+                           work={"seconds": round(time.perf_counter() - started, 6)}, stats=stats)
 
     def _reference_epoch(self, algorithm: str, k: StepConstants, rng: LaneRNG | None, order: np.ndarray,
-                         B: int, steps: int) -> tuple[np.ndarray, int, int]:
-        """The numpy kernels, step by step: (q, saturations, −1), or (q, 0, step) at a NaN update."""
+                         B: int, steps: int) -> tuple[np.ndarray, int, UpdateStats | None, int]:
+        """The numpy kernels, step by step: (q, saturations, statistics, −1), or
+        (q, 0, None, step) at a NaN update."""
         cfg, A, fmts = self.cfg, self.A, self.fmts
         keys = exact_keys(algorithm, fmts, cfg.n_features)
-        q, saturations = self.q, 0
+        q, saturations, tally = self.q, 0, UpdateTally(fmts.offset)
         for t in range(steps):
             batch = order[t * B:(t + 1) * B]
             if algorithm == "svrg":
@@ -260,15 +276,28 @@ class EmulatedBackend(Backend):
             else:
                 t_step = sgd_step(A, keys, cfg.problem, self.data.rows(batch), self.y[batch], q, k)
             if np.isnan(t_step).any():
-                return self.q, 0, t
-            q, sat = offset_update(q, t_step, fmts.offset, cfg.rounding, rng, cfg.rbits or None)
+                return self.q, 0, None, t
+            rounded = offset_round(q, t_step, fmts.offset, cfg.rounding, rng, cfg.rbits or None)
+            tally.add(t_step, q, rounded)
+            q, sat = clamp_offset(rounded, fmts.offset)
             A.tally(keys.update, q.size)
             A.tally(keys.offset_round, q.size)
             if rng is not None:
                 A.tally("rng bits", (cfg.rbits or WORD_BITS) * q.size)
             saturations += sat
-        return q, saturations, -1
+        return q, saturations, tally.result(), -1
 
     def fetch(self) -> OffsetState:
         return OffsetState(offset=self.q.copy(), scale=self.s, offset_format=self.fmts.offset,
                            counters=dict(self.counters))
+
+    def restore(self, state: OffsetState) -> float:
+        old, s = self.fmts, rounded_scale(self.A, state.scale)   # may refuse: before any change
+        self.fmts = KernelFormats(old.data, state.offset_format, old.acc, old.rounding, old.rbits)
+        self.q = np.array(state.offset, dtype=np.float64)
+        self.qa = np.zeros_like(self.q)
+        # No anchor until the next recentre (the daemon asks for one before an svrg epoch).
+        self.g_tilde, self.anchor = np.zeros_like(self.q), None
+        self.s, self.counters = s, dict(state.counters)
+        self._ops({})   # as configure's: restoring is no counted operation of the kernel
+        return self.s

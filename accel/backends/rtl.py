@@ -33,6 +33,7 @@ from accel.spec.arith import AccArith, rounded_scale
 from accel.spec.backend import diverged
 from accel.spec.counts import (WORD_BITS, KernelFormats, epoch_memory, epoch_ops, exact_keys, load_ops,
                                promote_ops, recentre_ops)
+from accel.spec.gradstats import UpdateStats, binade_slots
 from protocol.formats import PRESETS, FixedFormat, FloatFormat
 
 __all__ = ["RtlBackend", "open_bus"]
@@ -60,6 +61,11 @@ def open_bus(fpga: str) -> Bus:
 def _bits(values: np.ndarray) -> np.ndarray:
     """fp32 values (already rounded) as their 32-bit words."""
     return np.asarray(values, dtype=np.float32).view(np.uint32)
+
+
+def _bits_to_fp32(words: list[int]) -> list[float]:
+    """32-bit words as the fp32 values they hold (exact in float64)."""
+    return np.asarray(words, dtype=np.uint32).view(np.float32).astype(np.float64).tolist()
 
 
 class RtlBackend(Backend):
@@ -211,7 +217,7 @@ class RtlBackend(Backend):
             n_outputs=cfg.n_outputs, anchor_rows=0))
 
     def run_epoch(self, algorithm: str, epoch: int, steps: int, step_size: float, batch_size: int,
-                  order: np.ndarray) -> EpochResult:
+                  order: np.ndarray, statistics: bool = False) -> EpochResult:
         cfg, fmts, bus, B = self.cfg, self.fmts, self.bus, batch_size
         if B > self.params["max_batch"] or steps * B > MEM["ORDER"][1]:
             raise KernelError(f"batch_size {B} × steps {steps}: this core takes batches of at most "
@@ -258,7 +264,14 @@ class RtlBackend(Backend):
         self.counters["saturations"] += sat
         self.last_timing = {"setup": t1 - t0, "run": t2 - t1, "readback": time.perf_counter() - t2}
         return EpochResult(steps=steps, ops=ops, memory=epoch_memory(algorithm, cfg.problem, fmts, **shape),
-                           saturations=sat, work={"cycles": self.last_cycles, "seconds": round(t2 - t1, 6)})
+                           saturations=sat, work={"cycles": self.last_cycles, "seconds": round(t2 - t1, 6)},
+                           stats=self._stats() if statistics else None)
+
+    def _stats(self) -> UpdateStats:
+        """The run's update statistics from the core's counters, registers and window."""
+        lo, hi = _bits_to_fp32([self.bus.read(REG["UPDATE_MIN"]), self.bus.read(REG["UPDATE_MAX"])])
+        counts = self.bus.read_words(MEM["UPDATE_BINADES"][0], binade_slots(self.fmts.offset))
+        return UpdateStats.from_counts(self._counter("UPDATES"), self._counter("VANISHED"), lo, hi, counts)
 
     def _wait(self) -> dict[str, int]:
         """Poll STATUS until the run ends, reporting progress; a silent board raises from the
@@ -277,3 +290,18 @@ class RtlBackend(Backend):
     def fetch(self) -> OffsetState:
         return OffsetState(offset=self._read_offset("OFFSET_Q"), scale=self.s,
                            offset_format=self.fmts.offset, counters=dict(self.counters))
+
+    def restore(self, state: OffsetState) -> float:
+        """The core takes q through the offset window, as promote writes it: the offset format
+        register, q into OFFSET_Q, zeros into ANCHOR_Q and G_TILDE, the scale register."""
+        old, fmt, Fp = self.fmts, state.offset_format, self._padded()
+        s = rounded_scale(self.A, state.scale)
+        self.fmts = KernelFormats(old.data, fmt, old.acc, old.rounding, old.rbits)
+        self.bus.write(REG["OFFSET_FMT"], pack("OFFSET_FMT", width=fmt.bits, frac=fmt.frac_bits))
+        self.bus.write_words(MEM["OFFSET_Q"][0], self._offset_words(np.asarray(state.offset), fmt))
+        zeros = np.zeros(Fp * self.cfg.n_outputs, dtype=np.uint32)
+        for window in ("ANCHOR_Q", "G_TILDE"):
+            self.bus.write_words(MEM[window][0], zeros)
+        self.bus.write(REG["SCALE"], int(_bits(s)))
+        self.s, self.counters = s, dict(state.counters)
+        return s

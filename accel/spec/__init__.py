@@ -6,6 +6,7 @@
 - :mod:`accel.spec.nonlinear`: exp, expm1, σ, softmax and the SVRG responses as fixed
   sequences of those operations (bit-portable: no libm);
 - :mod:`accel.spec.counts`: analytic operation counts and memory traffic.
+- :mod:`accel.spec.gradstats`: the update statistics every epoch reports.
 
 Format roles, bounds and exactness widths are capabilities (``protocol.capabilities``), so a
 host can check them too. ``docs/accelerator.md`` is the prose of this spec. This package

@@ -1,6 +1,6 @@
 """The typed interface every accelerator backend implements, and the registry that enforces it.
 
-A backend is a class with six methods that take plain arguments (formats, arrays, scalars)
+A backend is a class with seven methods that take plain arguments (formats, arrays, scalars)
 and return the typed results below; the daemon maps protocol messages onto them and checks
 states, shapes and capabilities before it calls. Registering a class refuses it at once if
 anything is missing::
@@ -11,7 +11,7 @@ anything is missing::
     >>> register("half", Half, capabilities=None)
     Traceback (most recent call last):
     ...
-    TypeError: backend 'half' cannot be registered: Half does not implement fetch, load_data, promote, recentre, run_epoch of accel.spec.Backend
+    TypeError: backend 'half' cannot be registered: Half does not implement fetch, load_data, promote, recentre, restore, run_epoch of accel.spec.Backend
 
 The laws an implementation keeps (the conformance suite in ``tests/accel/test_conformance.py``
 checks them on every registered backend):
@@ -24,6 +24,9 @@ checks them on every registered backend):
    as before (a diverged epoch keeps the offset it started from).
 4. **Formats as announced**: the backend accepts every configuration its capabilities admit;
    the daemon never passes it one they refuse.
+5. **Restore puts back what fetch gave**: after ``restore`` of a fetched state, ``fetch`` returns
+   it again and the next epochs compute the same bits as they did after that fetch (given the
+   same recentres and promotes), so a lost accelerator's epoch can be re-run on a new one.
 """
 from __future__ import annotations
 
@@ -34,13 +37,14 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from accel.spec.gradstats import UpdateStats
 from protocol.formats import FixedFormat, FloatFormat
 
 if TYPE_CHECKING:
     from protocol.capabilities import KernelCapabilities
 
 __all__ = ["Backend", "KernelConfig", "LoadResult", "RecentreResult", "EpochResult", "PromoteResult",
-           "OffsetState", "KernelError", "register", "INTERFACE", "diverged"]
+           "OffsetState", "KernelError", "register", "INTERFACE", "diverged", "COUNTERS"]
 
 
 class KernelError(ValueError):
@@ -104,6 +108,9 @@ class EpochResult:
     # The backend's own measure of the work (compute seconds, cycles): not part of the bits,
     # so it is left out of equality.
     work: dict[str, float] = field(default_factory=dict, compare=False)
+    # The epoch's update statistics (accel.spec.gradstats), exact, equal on every backend; None
+    # unless run_epoch was asked for them.
+    stats: UpdateStats | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,11 @@ class OffsetState:
     offset: np.ndarray                        # q, n_features × n_outputs, exact in float64
     scale: float
     offset_format: FixedFormat
-    counters: dict[str, int]
+    counters: dict[str, int]                  # the names of COUNTERS
+
+
+# What every backend counts since configure (fetch reports them, restore puts them back).
+COUNTERS = ("epochs", "steps", "saturations", "recentres", "promotes")
 
 
 class Backend(ABC):
@@ -133,8 +144,9 @@ class Backend(ABC):
 
     @abstractmethod
     def run_epoch(self, algorithm: str, epoch: int, steps: int, step_size: float, batch_size: int,
-                  order: np.ndarray) -> EpochResult:
-        """``steps`` inner steps of the ``sgd`` or ``svrg`` kernel over ``order``."""
+                  order: np.ndarray, statistics: bool = False) -> EpochResult:
+        """``steps`` inner steps of the ``sgd`` or ``svrg`` kernel over ``order``; with
+        ``statistics`` the result carries the update statistics (``accel.spec.gradstats``)."""
 
     @abstractmethod
     def promote(self, offset: FixedFormat, acc: FloatFormat) -> PromoteResult:
@@ -143,6 +155,12 @@ class Backend(ABC):
     @abstractmethod
     def fetch(self) -> OffsetState:
         """The offset, scale, format and counters."""
+
+    @abstractmethod
+    def restore(self, state: OffsetState) -> float:
+        """Put back a state ``fetch`` returned (law 5): q ← state.offset on the grid of
+        state.offset_format, q_a ← 0, s ← R(state.scale), the counters; return the stored scale.
+        The daemon has checked the shape, the format and that q is on its grid."""
 
 
 INTERFACE = tuple(sorted(Backend.__abstractmethods__))

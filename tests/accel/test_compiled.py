@@ -68,9 +68,10 @@ def _both(pair, method, *args):
 
 def _epoch(pair, algorithm, epoch, step_size, batch, order):
     fast, ref = _both(pair, "run_epoch", algorithm, epoch, len(order) // batch, step_size, batch,
-                      np.asarray(order, dtype=np.uint32))
+                      np.asarray(order, dtype=np.uint32), True)
     if not isinstance(ref, KernelError):
         assert fast.saturations == ref.saturations and fast.ops == ref.ops and fast.memory == ref.memory
+        assert ref.stats is not None and fast.stats == ref.stats      # the update statistics too
     return ref
 
 

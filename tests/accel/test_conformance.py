@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import subprocess
 import sys
 
@@ -19,9 +20,12 @@ import pytest
 
 from accel import backends
 from accel.daemon import Daemon
+from accel.spec.gradstats import BINADE_FLOOR
 from protocol.channel import AcceleratorError, Client
 from protocol.codec import ProtocolError, decode, encode
-from protocol.messages import Configure, EpochReport, Fetch, Hello, LoadData, Promote, Recentre, RunEpoch
+from protocol.formats import parse_format
+from protocol.messages import (Configure, EpochReport, Fetch, Hello, LoadData, Promote, Recentre,
+                               Restore, RunEpoch)
 
 REFERENCE = "emulated"
 N, F = 12, 5
@@ -55,9 +59,10 @@ def scenario(problem: str, algorithm: str, batch: int, rounding: str, family: st
         scale = float(np.linalg.norm(g)) * scale_factor if algorithm == "halp" else None
         return [Recentre(full_grad=g, anchor=anchor, scale=scale)] if algorithm != "lpsgd" else []
 
-    def epoch(e, step=0.3):
+    def epoch(e, step=0.3, statistics=None):
         order = rng.integers(0, N, 8 * batch).astype(np.uint32)
-        return RunEpoch(algorithm=kernel, epoch=e, steps=8, step_size=step, batch_size=batch, order=order)
+        return RunEpoch(algorithm=kernel, epoch=e, steps=8, step_size=step, batch_size=batch, order=order,
+                        statistics=statistics)
 
     return [
         Hello(client="conformance"),
@@ -71,13 +76,13 @@ def scenario(problem: str, algorithm: str, batch: int, rounding: str, family: st
         LoadData(start=0, x=x[:7], y=y[:7]),
         LoadData(start=7, x=x[7:] * 1000, y=y[7:]),                     # some data saturates
         *recentre(0.3),
-        epoch(1),
+        epoch(1, statistics=True),
         Fetch(),
         Promote(offset_format=wider),
         Promote(offset_format="e4m3fn"),                                # refused: not an offset format
         *recentre(0.05),
-        epoch(2),
-        epoch(3, step=40.0),                                            # saturates
+        epoch(2),                                                       # no statistics asked for
+        epoch(3, step=40.0, statistics=True),                           # saturates
         Fetch(),
     ]
 
@@ -137,80 +142,81 @@ CASES = [(p, a, b, r, f) for p in ("linear", "logistic", "softmax") for a in ("h
          for b in (1, 3) for r in ("nearest_even", "stochastic") for f in ("fixed", "float")]
 
 # sha256 (first 16 hex digits) of the reference backend's replies per scenario. A change here is a
-# change of kernel spec v2's arithmetic: update docs/accelerator.md and the spec version with it.
+# change of kernel spec v2's arithmetic (update docs/accelerator.md and the spec version with it)
+# or of the update statistics that epoch reports carry since protocol 1.5.
 PINNED: dict[tuple, str] = {
-    ('linear', 'halp', 1, 'nearest_even', 'fixed'): '810ad73a42736444',
-    ('linear', 'halp', 1, 'nearest_even', 'float'): '43c3fcffdb5bc731',
-    ('linear', 'halp', 1, 'stochastic', 'fixed'): '6032ab96a384e9ed',
-    ('linear', 'halp', 1, 'stochastic', 'float'): 'b0d986c9c9845a15',
-    ('linear', 'halp', 3, 'nearest_even', 'fixed'): '56b2cfd0d8b367f4',
-    ('linear', 'halp', 3, 'nearest_even', 'float'): '8092e9c6bbfce7be',
-    ('linear', 'halp', 3, 'stochastic', 'fixed'): '005bad907bc9124e',
-    ('linear', 'halp', 3, 'stochastic', 'float'): 'c128b8337b46ede7',
-    ('linear', 'lpsvrg', 1, 'nearest_even', 'fixed'): '9894a7badef8f281',
-    ('linear', 'lpsvrg', 1, 'nearest_even', 'float'): '1e13bd32010108e9',
-    ('linear', 'lpsvrg', 1, 'stochastic', 'fixed'): '6555f081efcb611a',
-    ('linear', 'lpsvrg', 1, 'stochastic', 'float'): '44d07f78f178df08',
-    ('linear', 'lpsvrg', 3, 'nearest_even', 'fixed'): 'fdc135ec6add9130',
-    ('linear', 'lpsvrg', 3, 'nearest_even', 'float'): '93bac79c7ec14980',
-    ('linear', 'lpsvrg', 3, 'stochastic', 'fixed'): '9fe8290f5fe7ac67',
-    ('linear', 'lpsvrg', 3, 'stochastic', 'float'): '425c32ad9385ed79',
-    ('linear', 'lpsgd', 1, 'nearest_even', 'fixed'): '9554323fd311c78f',
-    ('linear', 'lpsgd', 1, 'nearest_even', 'float'): 'b289c3c1102e4c2c',
-    ('linear', 'lpsgd', 1, 'stochastic', 'fixed'): '07f881a59f9c3945',
-    ('linear', 'lpsgd', 1, 'stochastic', 'float'): '801ab2726a0e830d',
-    ('linear', 'lpsgd', 3, 'nearest_even', 'fixed'): '8d2ec0aa7cdad6c7',
-    ('linear', 'lpsgd', 3, 'nearest_even', 'float'): '847399e41fd2c558',
-    ('linear', 'lpsgd', 3, 'stochastic', 'fixed'): '3beb2aa7ba4bc02c',
-    ('linear', 'lpsgd', 3, 'stochastic', 'float'): '1ea0dc500e4a699d',
-    ('logistic', 'halp', 1, 'nearest_even', 'fixed'): 'b75277027a9b540f',
-    ('logistic', 'halp', 1, 'nearest_even', 'float'): '0e32be33e6cdd4af',
-    ('logistic', 'halp', 1, 'stochastic', 'fixed'): 'bad0ea3e85ed5044',
-    ('logistic', 'halp', 1, 'stochastic', 'float'): '97c4a5d4e9879fd5',
-    ('logistic', 'halp', 3, 'nearest_even', 'fixed'): '3e08565a69af6b63',
-    ('logistic', 'halp', 3, 'nearest_even', 'float'): '8ea2b73e5709bf75',
-    ('logistic', 'halp', 3, 'stochastic', 'fixed'): '6ae6d8949b80b8a3',
-    ('logistic', 'halp', 3, 'stochastic', 'float'): '8dca81bfca88962d',
-    ('logistic', 'lpsvrg', 1, 'nearest_even', 'fixed'): '1045d16a586e33d2',
-    ('logistic', 'lpsvrg', 1, 'nearest_even', 'float'): '0d1f3632b7be63bd',
-    ('logistic', 'lpsvrg', 1, 'stochastic', 'fixed'): '14deb492ce5a6c2c',
-    ('logistic', 'lpsvrg', 1, 'stochastic', 'float'): 'e3c98cfda14536ad',
-    ('logistic', 'lpsvrg', 3, 'nearest_even', 'fixed'): '83f1dc736484b234',
-    ('logistic', 'lpsvrg', 3, 'nearest_even', 'float'): '857f79e59eecdec5',
-    ('logistic', 'lpsvrg', 3, 'stochastic', 'fixed'): '3f312dc7c70d05e1',
-    ('logistic', 'lpsvrg', 3, 'stochastic', 'float'): '3168df58ec36fc3f',
-    ('logistic', 'lpsgd', 1, 'nearest_even', 'fixed'): '241fd8d7f0000c20',
-    ('logistic', 'lpsgd', 1, 'nearest_even', 'float'): '6e089c04ff2a0cd1',
-    ('logistic', 'lpsgd', 1, 'stochastic', 'fixed'): '33b6e9ab7431b415',
-    ('logistic', 'lpsgd', 1, 'stochastic', 'float'): '769402d63a6624c1',
-    ('logistic', 'lpsgd', 3, 'nearest_even', 'fixed'): '8db0e59d9c29fbd4',
-    ('logistic', 'lpsgd', 3, 'nearest_even', 'float'): '5d5ca77253d82b79',
-    ('logistic', 'lpsgd', 3, 'stochastic', 'fixed'): 'ffa25a7f4f70ae8e',
-    ('logistic', 'lpsgd', 3, 'stochastic', 'float'): 'fe2bb1e63a37afb3',
-    ('softmax', 'halp', 1, 'nearest_even', 'fixed'): 'd5b8a14be77b8a4a',
-    ('softmax', 'halp', 1, 'nearest_even', 'float'): 'cbf3b75847c509f0',
-    ('softmax', 'halp', 1, 'stochastic', 'fixed'): '2123b9322f9cdde9',
-    ('softmax', 'halp', 1, 'stochastic', 'float'): '27dd1860e152e7d7',
-    ('softmax', 'halp', 3, 'nearest_even', 'fixed'): '1aa2ec2b2da112c0',
-    ('softmax', 'halp', 3, 'nearest_even', 'float'): '37e1b0ff53dd6cc0',
-    ('softmax', 'halp', 3, 'stochastic', 'fixed'): '7ff707f1ec8830c0',
-    ('softmax', 'halp', 3, 'stochastic', 'float'): 'bc48debdb662bc38',
-    ('softmax', 'lpsvrg', 1, 'nearest_even', 'fixed'): 'c43a3d2babd5a66b',
-    ('softmax', 'lpsvrg', 1, 'nearest_even', 'float'): 'bfe3fcf356dc92b3',
-    ('softmax', 'lpsvrg', 1, 'stochastic', 'fixed'): '15d6daef39845232',
-    ('softmax', 'lpsvrg', 1, 'stochastic', 'float'): '2597a903e9363b81',
-    ('softmax', 'lpsvrg', 3, 'nearest_even', 'fixed'): '538d50ae75895d16',
-    ('softmax', 'lpsvrg', 3, 'nearest_even', 'float'): 'd5617b5d55142f44',
-    ('softmax', 'lpsvrg', 3, 'stochastic', 'fixed'): 'ec15bc3e41a31cba',
-    ('softmax', 'lpsvrg', 3, 'stochastic', 'float'): '4509d68d449be67f',
-    ('softmax', 'lpsgd', 1, 'nearest_even', 'fixed'): '7bc1ca4802f72f35',
-    ('softmax', 'lpsgd', 1, 'nearest_even', 'float'): '8172f4a241b2dc8a',
-    ('softmax', 'lpsgd', 1, 'stochastic', 'fixed'): 'b47d11a62abde62a',
-    ('softmax', 'lpsgd', 1, 'stochastic', 'float'): 'e5f2be8194f004d9',
-    ('softmax', 'lpsgd', 3, 'nearest_even', 'fixed'): '318bcd672899a1e7',
-    ('softmax', 'lpsgd', 3, 'nearest_even', 'float'): '28527cc2b26de56e',
-    ('softmax', 'lpsgd', 3, 'stochastic', 'fixed'): '49e70ca9a46f3582',
-    ('softmax', 'lpsgd', 3, 'stochastic', 'float'): '0ab23e2224878de8',
+    ('linear', 'halp', 1, 'nearest_even', 'fixed'): 'ab0b33cec3f96cc3',
+    ('linear', 'halp', 1, 'nearest_even', 'float'): 'c7df1ae13fd5d227',
+    ('linear', 'halp', 1, 'stochastic', 'fixed'): '6ec0338f9ef992fb',
+    ('linear', 'halp', 1, 'stochastic', 'float'): 'ded269e3c335532e',
+    ('linear', 'halp', 3, 'nearest_even', 'fixed'): '6ee7fd3cdafc9061',
+    ('linear', 'halp', 3, 'nearest_even', 'float'): 'a457dbf7c42e9c9f',
+    ('linear', 'halp', 3, 'stochastic', 'fixed'): '83a6f77dfaf045a1',
+    ('linear', 'halp', 3, 'stochastic', 'float'): '7a9fc21199c05856',
+    ('linear', 'lpsvrg', 1, 'nearest_even', 'fixed'): '40eaff94c347229b',
+    ('linear', 'lpsvrg', 1, 'nearest_even', 'float'): '952e4e681951dd34',
+    ('linear', 'lpsvrg', 1, 'stochastic', 'fixed'): '5070181587610b1d',
+    ('linear', 'lpsvrg', 1, 'stochastic', 'float'): '81145f6e107592b6',
+    ('linear', 'lpsvrg', 3, 'nearest_even', 'fixed'): '9845b4d17656d414',
+    ('linear', 'lpsvrg', 3, 'nearest_even', 'float'): '55d81fdc9e4609e8',
+    ('linear', 'lpsvrg', 3, 'stochastic', 'fixed'): 'eb47263e5dd642db',
+    ('linear', 'lpsvrg', 3, 'stochastic', 'float'): 'aa404f39d60bc475',
+    ('linear', 'lpsgd', 1, 'nearest_even', 'fixed'): '1f3db2b3552da1fc',
+    ('linear', 'lpsgd', 1, 'nearest_even', 'float'): '078f63db68e25754',
+    ('linear', 'lpsgd', 1, 'stochastic', 'fixed'): '4ce4d9ecec54cb4b',
+    ('linear', 'lpsgd', 1, 'stochastic', 'float'): 'a3cf148a006f1a1e',
+    ('linear', 'lpsgd', 3, 'nearest_even', 'fixed'): '3582aa3addc602cb',
+    ('linear', 'lpsgd', 3, 'nearest_even', 'float'): 'b906c8da8e91a189',
+    ('linear', 'lpsgd', 3, 'stochastic', 'fixed'): '14691062992a4983',
+    ('linear', 'lpsgd', 3, 'stochastic', 'float'): 'b18be978321ae1a0',
+    ('logistic', 'halp', 1, 'nearest_even', 'fixed'): '16b46b5f2c4c2a02',
+    ('logistic', 'halp', 1, 'nearest_even', 'float'): '42050051ccf02383',
+    ('logistic', 'halp', 1, 'stochastic', 'fixed'): '040935dc68962652',
+    ('logistic', 'halp', 1, 'stochastic', 'float'): '2acf7215f4db0169',
+    ('logistic', 'halp', 3, 'nearest_even', 'fixed'): '4803d6a75dddf4d6',
+    ('logistic', 'halp', 3, 'nearest_even', 'float'): 'b0f4b4c3d8193f37',
+    ('logistic', 'halp', 3, 'stochastic', 'fixed'): 'd1778023903455a9',
+    ('logistic', 'halp', 3, 'stochastic', 'float'): 'a3b1153e0e4eee56',
+    ('logistic', 'lpsvrg', 1, 'nearest_even', 'fixed'): '04785884c551bc59',
+    ('logistic', 'lpsvrg', 1, 'nearest_even', 'float'): 'b2f301222e59ed29',
+    ('logistic', 'lpsvrg', 1, 'stochastic', 'fixed'): '84fad5afd5ab298c',
+    ('logistic', 'lpsvrg', 1, 'stochastic', 'float'): '0698f5af3ca3c01c',
+    ('logistic', 'lpsvrg', 3, 'nearest_even', 'fixed'): '9c819eb446248992',
+    ('logistic', 'lpsvrg', 3, 'nearest_even', 'float'): '9938528604010fbc',
+    ('logistic', 'lpsvrg', 3, 'stochastic', 'fixed'): 'f7e2f6bd0d15dca8',
+    ('logistic', 'lpsvrg', 3, 'stochastic', 'float'): 'bea65a105188cf3b',
+    ('logistic', 'lpsgd', 1, 'nearest_even', 'fixed'): 'dcc7c3ef68db3a15',
+    ('logistic', 'lpsgd', 1, 'nearest_even', 'float'): '50777deb054a3bd8',
+    ('logistic', 'lpsgd', 1, 'stochastic', 'fixed'): 'ea1de0d0ad1c0d4a',
+    ('logistic', 'lpsgd', 1, 'stochastic', 'float'): '0c0003d7aa38b22d',
+    ('logistic', 'lpsgd', 3, 'nearest_even', 'fixed'): 'a7fc787658af96a0',
+    ('logistic', 'lpsgd', 3, 'nearest_even', 'float'): 'c1ffb0b1de3dea7f',
+    ('logistic', 'lpsgd', 3, 'stochastic', 'fixed'): '8cdff9ce9a5987f4',
+    ('logistic', 'lpsgd', 3, 'stochastic', 'float'): '866bfb10665dddaf',
+    ('softmax', 'halp', 1, 'nearest_even', 'fixed'): '5291b0768c02e78e',
+    ('softmax', 'halp', 1, 'nearest_even', 'float'): '157c498ea19de158',
+    ('softmax', 'halp', 1, 'stochastic', 'fixed'): '2ee0b3766aa64bf0',
+    ('softmax', 'halp', 1, 'stochastic', 'float'): '9fbbc10116707b06',
+    ('softmax', 'halp', 3, 'nearest_even', 'fixed'): '116d1cf8d70adb5b',
+    ('softmax', 'halp', 3, 'nearest_even', 'float'): '4f6a64d64e1cd362',
+    ('softmax', 'halp', 3, 'stochastic', 'fixed'): '27d4d5daebbaf4f0',
+    ('softmax', 'halp', 3, 'stochastic', 'float'): '1b95a844aa200511',
+    ('softmax', 'lpsvrg', 1, 'nearest_even', 'fixed'): '1cc911e5b54d5b59',
+    ('softmax', 'lpsvrg', 1, 'nearest_even', 'float'): 'a54df133d10a57e6',
+    ('softmax', 'lpsvrg', 1, 'stochastic', 'fixed'): '45df88a7c2a5ff94',
+    ('softmax', 'lpsvrg', 1, 'stochastic', 'float'): 'ae007b98ec1aebb4',
+    ('softmax', 'lpsvrg', 3, 'nearest_even', 'fixed'): '539c681ce205c4d1',
+    ('softmax', 'lpsvrg', 3, 'nearest_even', 'float'): 'f6f86a7e94ad5dbb',
+    ('softmax', 'lpsvrg', 3, 'stochastic', 'fixed'): 'fb8b5527bd3f116e',
+    ('softmax', 'lpsvrg', 3, 'stochastic', 'float'): 'cc837d51a9a2aa6e',
+    ('softmax', 'lpsgd', 1, 'nearest_even', 'fixed'): '8c88130f0311d432',
+    ('softmax', 'lpsgd', 1, 'nearest_even', 'float'): 'af76e5ca03aeb96c',
+    ('softmax', 'lpsgd', 1, 'stochastic', 'fixed'): 'b538df3f62ce3fa0',
+    ('softmax', 'lpsgd', 1, 'stochastic', 'float'): '38594e77e24fb28d',
+    ('softmax', 'lpsgd', 3, 'nearest_even', 'fixed'): '10d840b712528727',
+    ('softmax', 'lpsgd', 3, 'nearest_even', 'float'): '9c1c3462cc2f71fc',
+    ('softmax', 'lpsgd', 3, 'stochastic', 'fixed'): '79e51958064c5c7f',
+    ('softmax', 'lpsgd', 3, 'stochastic', 'float'): '252692fb34583f4e',
 }
 
 
@@ -253,6 +259,27 @@ def test_the_scenarios_exercise_the_state_machine_and_saturation(reference):
         assert state.counters["recentres"] == (0 if algorithm == "lpsgd" else 2)
 
 
+def test_the_epoch_reports_carry_consistent_update_statistics(reference):
+    """The epochs that asked for statistics have them, the other not; they add up, their
+    extremes fall in the lowest and highest binades counted, and updates vanish in some
+    scenarios. The tests above hold them equal on every backend (they are part of the bytes)."""
+    vanished = 0
+    for case, rs in reference.items():
+        c = 3 if case[0] == "softmax" else 1
+        _, offset, wider, _ = FORMATS[case[4]]
+        reports = [m for m in (decode(list(r))[1] for r in rs if isinstance(r, tuple)) if isinstance(m, EpochReport)]
+        assert [m.epoch for m in reports] == [1, 2, 3] and reports[1].updates is None
+        for m in (reports[0], reports[2]):
+            fl = parse_format(offset if m.epoch == 1 else wider).frac_bits
+            binades = {int(b): n for b, n in m.update_binades.items()}
+            assert m.updates == 8 * F * c and m.vanished <= sum(binades.values()) <= m.updates, case
+            assert 0 < m.update_min <= m.update_max, case
+            assert min(binades) == max(math.floor(math.log2(m.update_min)) + fl, BINADE_FLOOR), case
+            assert max(binades) == math.floor(math.log2(m.update_max)) + fl, case
+            vanished += m.vanished
+    assert vanished > 0
+
+
 def test_reference_replies_are_pinned(reference):
     got = {case: digest(rs) for case, rs in reference.items()}
     assert got == PINNED
@@ -271,3 +298,64 @@ def test_a_daemon_process_sends_the_same_bytes(tmp_path, reference):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# ---- restore: a new accelerator carries on from a fetched state --------------------------------
+
+def restored_scenario(case: tuple, state) -> list:
+    """A second session that restores ``state`` (the scenario's first fetch) and sends the rest of
+    the scenario after it, at the same sequence numbers; refused restores fill the gap."""
+    requests = scenario(*case)
+    at = next(i for i, r in enumerate(requests) if isinstance(r, Fetch))
+    restore = Restore(offset=state.offset, offset_format=state.offset_format, scale=state.scale,
+                      counters=state.counters)
+    prefix = [requests[0], requests[2],
+              restore,                                                          # refused: no data yet
+              *requests[4:6],
+              dataclasses.replace(restore, offset=state.offset[:-1]),           # refused: shape
+              dataclasses.replace(restore, offset=state.offset + 2.0 ** -20),   # refused: off the grid
+              restore]
+    assert len(prefix) <= at + 1
+    return prefix + [Fetch()] * (at + 1 - len(prefix)) + requests[at + 1:]
+
+
+@pytest.fixture(scope="module")
+def restored(reference):
+    """Per case: (the scenario's tail after its first fetch, restored_scenario's requests)."""
+    out = {}
+    for case, rs in reference.items():
+        at = next(i for i, r in enumerate(scenario(*case)) if isinstance(r, Fetch))
+        out[case] = (rs[at + 1:], restored_scenario(case, decode(list(rs[at]))[1]))
+    return out
+
+
+@pytest.mark.parametrize("backend", backends.names())
+def test_every_backend_restores_like_the_reference(backend, restored):
+    for case in [case for case in CASES if covered(backend, case)]:
+        _, requests = restored[case]
+        assert (replies(backend, requests, **OPTIONS[backend])
+                == replies(REFERENCE, requests)), f"{backend} restores unlike {REFERENCE} on {case}"
+
+
+@pytest.mark.slow
+def test_the_simulated_core_restores_like_the_reference(board, restored):
+    """Restore on the RTL core under Verilator: q through its offset window, then the same epochs."""
+    for case in [case for case in CASES if covered("rtl", case)]:
+        _, requests = restored[case]
+        assert replies("rtl", requests, fpga=board) == replies(REFERENCE, requests), f"the core differs on {case}"
+
+
+def test_after_a_restore_the_epochs_compute_the_same_bytes(restored):
+    """Law 5: the restored session's epochs, fetches and recentres answer exactly as the
+    original's did after that fetch (a promote's ack may differ in ops only: a restored daemon
+    holds no anchor terms to re-round until the next recentre)."""
+    for case, (tail, requests) in restored.items():
+        rs = replies(REFERENCE, requests)
+        assert rs[2] == "error:bad_state"
+        assert rs[5:7] == ["error:bad_shape", "error:bad_value"]
+        assert decode(list(rs[7]))[1].info["scale"] == requests[7].scale   # stored as fetched
+        for request, original, again in zip(requests[-len(tail):], tail, rs[-len(tail):]):
+            if request.TYPE == "promote" and isinstance(original, tuple):
+                assert decode(list(again))[1].info["saturations"] == decode(list(original))[1].info["saturations"]
+            else:
+                assert again == original, f"{case}: {request.TYPE} differs after the restore"

@@ -19,7 +19,7 @@ from accel import backends
 from accel.daemon import Daemon, serve
 from protocol.channel import AcceleratorError, AcceleratorTimeout, Client
 from protocol.messages import (Bye, Configure, Fetch, Hello, LoadData, Progress, Promote, Recentre,
-                               RunEpoch, Shutdown)
+                               Restore, RunEpoch, Shutdown)
 
 N, F, C = 6, 3, 3
 LEASE = 1.0    # the module's daemon: a vanished client holds it this long
@@ -186,6 +186,25 @@ def test_promote_to_an_unusable_format(client):
     client.request(Promote(offset_format="fixed<1,15>", acc_format="fp64"))
 
 
+def test_restore_refusals_and_an_svrg_epoch_after_it_needs_a_recentre(client):
+    counters = {"epochs": 4, "steps": 16, "saturations": 1, "recentres": 4, "promotes": 0}
+    good = Restore(offset=np.full((F, C), 0.25), offset_format="fixed<2,6>", scale=0.5, counters=counters)
+    client.request(configure())
+    refused(client, good, "bad_state", "restore needs all 6 rows loaded")
+    client.request(LoadData(start=0, x=X, y=Y))
+    client.request(recentre())
+    refused(client, Restore(**{**vars(good), "counters": {**counters, "epochs": -1}}), "bad_value", "counters")
+    refused(client, Restore(**{**vars(good), "counters": {"epochs": 4}}), "bad_value", "counters")
+    refused(client, Restore(**{**vars(good), "offset_format": "fp32"}), "bad_value", "signed, saturating")
+    refused(client, Restore(**{**vars(good), "offset": np.full((F, C), 2.5)}), "bad_value", "off the grid")
+    assert client.request(good).info == {"scale": 0.5, "offset_format": "fixed<2,6>"}
+    state = client.request(Fetch())
+    assert (state.offset == 0.25).all() and state.counters == counters and state.offset_format == "fixed<2,6>"
+    refused(client, run_epoch(), "bad_state", "recentre first")      # the anchor is not restored
+    client.request(recentre(scale=None))
+    assert client.request(run_epoch()).steps == 4
+
+
 def test_daemon_survives_a_client_that_vanishes_mid_session(daemon):
     _, address = daemon
     gone = Client(address, timeout=20)
@@ -234,6 +253,20 @@ def test_shutdown_and_sigterm_end_the_process(tmp_path):
         assert proc.wait(10) == 0
 
 
+def test_port_0_binds_a_free_port_and_the_ready_line_names_it():
+    proc = subprocess.Popen([sys.executable, "-m", "accel", "--bind", "tcp://127.0.0.1:0"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline().strip()
+        prefix = "cosim accel: serving emulated on tcp://127.0.0.1:"
+        assert line.startswith(prefix) and int(line[len(prefix):]) > 0, line
+        with Client(line.split(" on ")[1], timeout=20) as c:
+            assert c.request(Hello(client="test")).version
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 # ---- progress: the daemon hands the server's progress to backends that report it ----------
 
 def test_a_backend_that_declares_progress_gets_it_on_every_instance_and_others_do_not():
@@ -252,10 +285,10 @@ def test_serve_sends_the_progress_a_backend_reports_to_the_host(tmp_path, monkey
     class Reporting(backends.backend_class("emulated")):
         progress: Callable[[dict], None] | None = None
 
-        def run_epoch(self, algorithm, epoch, steps, step_size, batch_size, order):
+        def run_epoch(self, algorithm, epoch, steps, step_size, batch_size, order, statistics=False):
             for done in range(1, 3):
                 self.progress({"steps": done})
-            return super().run_epoch(algorithm, epoch, steps, step_size, batch_size, order)
+            return super().run_epoch(algorithm, epoch, steps, step_size, batch_size, order, statistics)
 
     monkeypatch.setattr(backends, "backend_class", lambda name: Reporting)
     address = f"ipc://{tmp_path}/p.sock"

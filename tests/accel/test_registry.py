@@ -24,7 +24,7 @@ class Incomplete(Backend):
 
 
 class DuckTyped:
-    """Not a Backend subclass and missing run_epoch: refused the same way."""
+    """Not a Backend subclass and missing run_epoch and restore: refused the same way."""
 
     def configure(self, cfg): ...
     def load_data(self, start, x, y): ...
@@ -41,14 +41,14 @@ class WrongSignature(EmulatedBackend):
 def test_an_incomplete_backend_is_refused_naming_what_is_missing():
     registry: dict = {}
     with pytest.raises(TypeError, match="Incomplete does not implement load_data, promote, recentre, "
-                                        "run_epoch of accel.spec.Backend"):
+                                        "restore, run_epoch of accel.spec.Backend"):
         register("incomplete", Incomplete, capabilities=None, registry=registry)
-    with pytest.raises(TypeError, match="DuckTyped does not implement run_epoch"):
+    with pytest.raises(TypeError, match="DuckTyped does not implement restore, run_epoch"):
         register("duck", DuckTyped, capabilities=None, registry=registry)
     with pytest.raises(TypeError, match="WrongSignature.run_epoch take other arguments"):
         register("wrong", WrongSignature, capabilities=None, registry=registry)
     assert registry == {}
-    assert INTERFACE == ("configure", "fetch", "load_data", "promote", "recentre", "run_epoch")
+    assert INTERFACE == ("configure", "fetch", "load_data", "promote", "recentre", "restore", "run_epoch")
 
 
 def test_a_complete_backend_is_registered():

@@ -15,8 +15,8 @@ import pytest
 
 from cosim.launch import AcceleratorProcess
 from protocol.channel import AcceleratorError, Client, TapEvent
-from protocol.messages import (REQUESTS, Bye, Configure, Fetch, Hello, LoadData, Promote, Recentre,
-                               RunEpoch, Shutdown)
+from protocol.messages import (REQUESTS, Bye, Configure, ConfigureNet, Fetch, FetchNet, Hello, LoadData,
+                               NetGrad, Promote, Recentre, Restore, RunEpoch, RunNetEpoch, Shutdown)
 
 N, F, C = 40, 6, 3
 RNG = np.random.default_rng(11)
@@ -41,7 +41,16 @@ RUN = [Hello(client="owner"), configure(), LoadData(start=0, x=X, y=Y),
 # A second client's try at every request type: its own data of the owner's shape, a shutdown.
 INTRUSIONS = [Hello(client="intruder"), configure(), LoadData(start=0, x=-X, y=Y[::-1].copy()),
               Recentre(full_grad=np.zeros((F, C)), anchor=np.full((N, C), 1 / C), scale=1.0),
-              epoch(7), Promote(offset_format="fixed<1,7>"), Fetch(), Bye(), Shutdown()]
+              epoch(7), Promote(offset_format="fixed<1,7>"), Fetch(),
+              Restore(offset=np.zeros((F, C)), offset_format="fixed<1,7>", scale=1.0,
+                      counters=dict.fromkeys(("epochs", "steps", "saturations", "recentres", "promotes"), 0)),
+              ConfigureNet(layers=[[F, 4, "relu"], [4, C, "none"]], n_samples=N, weights_format="fp8_ibm",
+                           activations_format="fp8_ibm", errors_format="fp8_ibm", weight_grads_format="fp16_ibm",
+                           acc_format="fp16_ibm", chunk=64, update_format="fp16_ibm", rounding="stochastic",
+                           rbits=0, lanes=4, seed=5, l2=0.0, weights=np.zeros((F + 1) * 4 + 5 * C)),
+              NetGrad(weights=np.zeros((F + 1) * 4 + 5 * C), batch=np.arange(2, dtype=np.uint32)),
+              RunNetEpoch(epoch=1, steps=1, step_size=0.1, batch_size=1, order=np.zeros(1, dtype=np.uint32)),
+              FetchNet(), Bye(), Shutdown()]
 
 
 def test_the_intrusions_cover_every_request_type():

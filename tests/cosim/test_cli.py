@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosim.launch import free_tcp_address
+from cosim.launch import ready_address
 from cosim.trace import payloads
 
 COSIM = [sys.executable, "-m", "cosim"]
@@ -21,6 +21,17 @@ QUICK = ["--epochs", "2", "--inner-steps", "300"]
 
 def cosim(*args, timeout=300, **kw):
     return subprocess.run([*COSIM, *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def serve_accel(*args: str) -> tuple[subprocess.Popen, str]:
+    """`cosim accel` on a free loopback port: the process and the address it says it serves."""
+    accel = subprocess.Popen([*COSIM, "accel", "--bind", "tcp://127.0.0.1:0", *args], stderr=subprocess.PIPE,
+                             text=True)
+    line = accel.stderr.readline()
+    if (address := ready_address(line)) is None:
+        accel.kill()
+        raise AssertionError(line + accel.communicate()[1])
+    return accel, address
 
 
 def run_dir(out: Path) -> Path:
@@ -82,7 +93,7 @@ def test_same_seed_same_bits(tmp_path):
     (["--algorithm", "adam"], "halp"),
     (["--rounding", "sideways"], "stochastic"),
     (["--offset-format", "fixed<1"], "accepted forms"),
-    (["--backend", "pcie"], "available: emulated, rtl"),
+    (["--backend", "pcie"], "backend: choose one of emulated, rtl; got 'pcie'"),
     (["--mu-rule", "wide"], "widen, fixed"),
     (["--batch-size", "100000"], "at most the 1797 samples of digits"),
     (["--inner-steps", "100000000"], "sample indices per epoch exceed"),
@@ -127,10 +138,8 @@ def test_formats_the_backend_refuses_fail_at_once(tmp_path, args, named, accepte
 
 def test_a_remote_daemon_refuses_before_the_reference(tmp_path):
     """cosim host checks the formats against the daemon's own capabilities right after hello."""
-    address = free_tcp_address()
-    accel = subprocess.Popen([*COSIM, "accel", "--bind", address], stderr=subprocess.PIPE, text=True)
+    accel, address = serve_accel()
     try:
-        assert "serving" in accel.stderr.readline()
         r = cosim("host", "--connect", address, "--rounding", "toward_zero", "--out", str(tmp_path / "runs"),
                   timeout=60)
         assert r.returncode == 2, r.stdout + r.stderr
@@ -149,10 +158,8 @@ def test_a_counting_daemon_reports_what_it_performed_and_it_matches(tmp_path):
     the analytic counts the default daemon reports for the same run."""
     ops = []
     for k, extra in enumerate(([], ["--count-ops"])):
-        address = free_tcp_address()
-        accel = subprocess.Popen([*COSIM, "accel", "--bind", address, *extra], stderr=subprocess.PIPE, text=True)
+        accel, address = serve_accel(*extra)
         try:
-            assert "serving" in accel.stderr.readline()
             r = cosim("host", "--connect", address, "--epochs", "1", "--inner-steps", "50",
                       "--out", str(tmp_path / str(k)))
             assert r.returncode == 0, r.stderr
@@ -183,10 +190,8 @@ def test_bad_config_key(tmp_path):
 
 @pytest.mark.slow
 def test_host_and_accel_by_hand_over_tcp(tmp_path):
-    address = free_tcp_address()
-    accel = subprocess.Popen([*COSIM, "accel", "--bind", address], stderr=subprocess.PIPE, text=True)
+    accel, address = serve_accel()
     try:
-        assert "serving" in accel.stderr.readline()
         r = cosim("host", "--connect", address, *QUICK, "--out", str(tmp_path))
         assert r.returncode == 0, r.stderr
         assert accel.poll() is None  # the daemon serves the next host too
@@ -429,9 +434,9 @@ def test_host_against_a_keyed_daemon(tmp_path):
 
     new_keys(tmp_path / "accel", "accel")
     new_keys(tmp_path / "allow", "host")
-    address = free_tcp_address()
-    accel = AcceleratorProcess.start(address, args=("--keys", str(tmp_path / "accel"), "--allow",
-                                                    str(tmp_path / "allow")), log=tmp_path / "accel.log")
+    accel = AcceleratorProcess.start("tcp://127.0.0.1:0", args=("--keys", str(tmp_path / "accel"), "--allow",
+                                                                str(tmp_path / "allow")), log=tmp_path / "accel.log")
+    address = accel.address
     try:
         r = cosim("host", "--connect", address, *QUICK, "--out", str(tmp_path / "plain"), timeout=120)
         assert r.returncode == 1 and "does it serve with keys" in r.stderr, r.stderr

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from cosim.energy import (EnergyError, access_price, account, load_model, memory_sizes, parse_op,
-                          price_op, target_rows)
+from cosim.energy import (EnergyError, access_price, account, epoch_costs, load_model, memory_sizes,
+                          net_memory_sizes, parse_op, price_op, target_rows)
 from cosim.trace import TraceReader, TraceWriter
 from host.models import Objective
 from protocol.codec import pack_header
@@ -229,3 +229,96 @@ def test_the_command_on_a_real_run(tmp_path):
     assert targets.keys() == {"halp", "lpsgd"} and all(t["epoch"] is not None for t in targets.values())
     assert min(t["ratio"] for t in targets.values()) == 1.0
     assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _epoch_costs_price_what_the_daemon_did(run / "trace.cosim")
+
+
+def _epoch_costs_price_what_the_daemon_did(trace):
+    """epoch_costs at the run's own width is the compute and memory energy of the epoch the daemon
+    reported (its operation counts and memory figures, priced by hand); other widths differ."""
+    records = list(TraceReader(trace))
+    config = records[0]["config"]
+    reply = next(r["header"]["body"] for r in records
+                 if r.get("kind") == "message" and r["header"].get("type") == "epoch_report")
+    model, sizes = load_model(None), memory_sizes(config)
+    by_hand = math.fsum([n * price_op(k, model).pj for k, n in reply["ops"].items()]
+                        + [b * access_price(sizes[k.split()[0]], model).pj / 8 for k, b in reply["memory"].items()])
+    costs = epoch_costs(config, "halp", model)
+    assert list(costs) == list(range(2, 17))          # fixed<1,7>: one integer bit, widths 2..16
+    assert costs[8] == pytest.approx(by_hand, rel=1e-12)
+    assert all(a < b for a, b in zip(list(costs.values()), list(costs.values())[1:]))
+
+
+NET = {"layers": [[4, 3, "relu"], [3, 2, "none"]], "n_samples": 10, "weights_format": "fp8_ibm",
+       "activations_format": "fp8_ibm", "errors_format": "fp8_ibm", "weight_grads_format": "fp16_ibm",
+       "acc_format": "fp16_ibm", "update_format": "fp16_ibm"}
+
+
+def test_network_memories_and_request_traffic():
+    # P = 5·3 + 4·2 = 23 parameters; batch 2; 10 samples of 4 features, 2 classes (1 label bit)
+    assert net_memory_sizes(NET, 2) == {
+        "weights": 23, "master weights": 46, "weight gradients": 46,
+        "activations": 2 * (5 + 3 + 4 + 2),          # each layer's input with the ones, and its output
+        "errors": 2 * (5 + 3),                       # the widest layer's δ in and out
+        "probabilities": 2 * 2 * 2, "data": 10 * 4, "labels": 2}    # 10 bits
+    with pytest.raises(EnergyError, match="update_format"):
+        net_memory_sizes({k: v for k, v in NET.items() if k != "update_format"}, 1)
+    records = [{"kind": "header", "config": {"batch_size": 2}}]
+    for mtype in ("configure_net", "net_grad", "net_grad", "run_net_epoch", "fetch_net"):
+        body = NET if mtype == "configure_net" else {}
+        records.append({"kind": "message", "dir": "h2a", "header": {"type": mtype, "body": body}, "frames": []})
+    # a host algorithm's epoch record carries no host_ops, an accelerator one's an empty count
+    records += [{"kind": "epoch", "algorithm": "sgd", "epoch": 0},
+                {"kind": "epoch", "algorithm": "lpsgd", "epoch": 0, "host_ops": {}}]
+    report = account(records, load_model(None), "pcie3x8")
+    assert report.notes == [("the epoch records of sgd carry no host_ops (a network's host algorithms): "
+                             "their host float64 work is not included")]
+    memory = {i.key: i.quantity for i in report.items if i.category == "memory"}
+    # configure_net and fetch_net move the fp16 master weights; each net_grad writes Q_w(w) and
+    # reads ΔW (fp16); run_net_epoch reads the masters and writes Q_w(w)
+    assert memory == {"master weights write": 46, "master weights read": 2 * 46, "weights write": 3 * 23,
+                      "weight gradients read": 2 * 46}
+    assert report.total_pj("memory") == (46 + 92 + 69 + 92) * SRAM_8K_PER_BYTE
+
+
+@pytest.mark.slow
+def test_a_network_run_mixed_pays_the_link_for_its_weights(tmp_path):
+    steps = 20
+    r = subprocess.run([*COSIM, "run", "--model", "mlp:16", "--algorithm", "mixed,lpsgd", "--recipe", "fp8-ibm",
+                        "--epochs", "1", "--inner-steps", str(steps), "--out", str(tmp_path / "runs")],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stderr + r.stdout
+    (run,) = (tmp_path / "runs").iterdir()
+    r = subprocess.run([*COSIM, "energy", str(run), "--json", str(tmp_path / "e.json")],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "recipe fp8-ibm" in r.stdout and "round fp16_ibm stochastic" in r.stdout
+    (doc,) = json.loads((tmp_path / "e.json").read_text())["runs"]
+    assert doc["notes"] == [] and all(doc["categories"][c] > 0 for c in ("compute", "memory", "host", "link"))
+
+    records = list(TraceReader(run / "trace.cosim"))
+    model = load_model(None)
+    report = account(records, model, "pcie3x8")
+    bodies = [(r["header"]["type"], r["header"].get("body") or {}) for r in records if r.get("kind") == "message"]
+    # one epoch's compute, by hand: the daemon's own counts priced one by one (mixed: every
+    # net_grad reply, lpsgd: the epoch report)
+    grads = [b["ops"] for t, b in bodies if t == "net_gradient"]
+    (epoch,) = [b["ops"] for t, b in bodies if t == "epoch_report"]
+    assert len(grads) == steps
+    epochs = {(e.algorithm, e.epoch): e.pj for e in report.epochs}
+    for alg, counts in (("mixed", grads), ("lpsgd", [epoch])):
+        by_hand = math.fsum(n * price_op(k, model).pj for ops in counts for k, n in ops.items())
+        assert epochs[(alg, 1)]["compute"] == pytest.approx(by_hand, rel=1e-12)
+    # mixed sends w and gets ΔW back as float64 every step (and the 4-byte sample index); lpsgd
+    # sends the order (4 bytes a step) and fetches w once: the tensors differ by 2·8·P bytes a
+    # step less one fetch; mixed's headers (a request and a reply with the step's counts)
+    # add under 1 KB a step
+    layers = next(b for t, b in bodies if t == "configure_net")["layers"]
+    params = sum((fi + 1) * fo for fi, fo, _ in layers)
+    assert params == 1210
+    per_alg = report.by_algorithm()
+    extra_bits = (per_alg["mixed"]["link"] - per_alg["lpsgd"]["link"]) / 5.6
+    tensors = 8 * (2 * 8 * params * steps - 8 * params)
+    assert tensors < extra_bits < tensors + 8 * 1024 * steps
+    # the network's memories: every net_grad writes Q_w(w) (fp8) into the weights memory
+    weights = next(i for i in report.items if i.key == "weights write")
+    assert weights.quantity == steps * params + params + steps * params   # mixed's steps; lpsgd: start + updates

@@ -8,13 +8,14 @@ import threading
 import numpy as np
 import pytest
 
-from host.client import AcceleratorClient
+from host.client import AcceleratorClient, Unsupported
 from host.datasets import load_dataset
 from protocol.channel import AcceleratorError, Server
 from protocol.codec import Limits, ProtocolError
 from protocol.messages import Ack, Capabilities, EpochReport, LoadData, Recentre, RunEpoch, State
 
 LIMIT = 100_000
+LIMITS = Limits(max_message_bytes=LIMIT, max_tensor_bytes=LIMIT)
 
 
 @pytest.fixture
@@ -25,7 +26,9 @@ def stub():
         seen.append(msg)
         if msg.TYPE == "hello":
             return Capabilities(version=[1, 1], backend="stub", formats=[], problems=[], algorithms=[],
-                                roundings=[], limits={"max_message_bytes": LIMIT, "max_tensor_bytes": LIMIT})
+                                roundings=[], limits={"max_message_bytes": LIMIT, "max_tensor_bytes": LIMIT,
+                                                    "max_frame_bytes": LIMITS.max_frame_bytes,
+                                                    "max_frames": LIMITS.max_frames})
         if msg.TYPE == "run_epoch":
             return EpochReport(epoch=msg.epoch, steps=msg.steps, ops={"add": 3}, memory={}, saturations=2)
         if msg.TYPE == "fetch":
@@ -34,7 +37,7 @@ def stub():
             raise ProtocolError("bad_value", f"offset_format {msg.offset_format} is not supported here")
         return Ack(of=msg.TYPE, info={})
 
-    server = Server("tcp://127.0.0.1:0", limits=Limits(max_message_bytes=LIMIT, max_tensor_bytes=LIMIT))
+    server = Server("tcp://127.0.0.1:0", limits=LIMITS)
     thread = threading.Thread(target=server.serve, args=(handler,), daemon=True)
     thread.start()
     yield server.address, seen
@@ -43,6 +46,16 @@ def stub():
         c.shutdown()
     thread.join(5)
     server.close()
+
+
+def test_restore_is_not_sent_to_an_accelerator_older_than_1_5(stub):
+    address, seen = stub
+    state = State(offset=np.zeros((1, 2)), scale=0.25, offset_format="fixed<1,7>", counters={})
+    with AcceleratorClient(address, timeout=5) as c:
+        c.hello()                                  # the stub speaks 1.1
+        with pytest.raises(Unsupported, match="speaks protocol 1.1; restoring its state needs 1.5"):
+            c.restore(state)
+    assert "restore" not in [m.TYPE for m in seen]
 
 
 def test_load_splits_into_chunks_under_the_limit(stub):

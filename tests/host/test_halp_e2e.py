@@ -6,6 +6,7 @@ T and sample order; LP-SGD at b = 8 on the fixed scale max|w*|/max_value stays a
 over the same budget. Also: a killed daemon surfaces as a clear error, not a hang.
 """
 import math
+from collections import Counter
 import socket
 import subprocess
 import sys
@@ -152,3 +153,22 @@ def test_widening_mu_on_saturation_restores_svrg_rate_on_breast_cancer(daemon):
     assert mu_last < 0.1
     stuck = [r for r in fixed if r.algorithm == "halp"]
     assert stuck[-1].gap > 1e-8 and all(r.saturations > 100 for r in stuck[5:])
+
+
+def test_energy_policy_widens_halp_one_bit_at_a_time_against_float64s_rate(daemon):
+    """HALP at 4 bits cannot keep up with float64 SVRG's contraction: the energy policy measures
+    that rate on the host first (its operations in epoch 0's record), then widens by one bit, the
+    cheapest wider width when operations are weighed by width, while the epochs stay too slow."""
+    probe = train(TrainConfig(algorithms=("svrg",), epochs=2), connect=None).records
+    rate = math.sqrt(probe[-1].grad_norm / probe[0].grad_norm)
+    plain, seen = train(TrainConfig(algorithms=("halp",), bits=4, epochs=3), connect=daemon).records, []
+    train(TrainConfig(algorithms=("halp",), bits=4, epochs=3, policy="energy"), connect=daemon, on_epoch=seen.append)
+    assert seen[1].bits == 4 and seen[1].decision == ""                    # epoch 1: nothing measured yet
+    c = seen[1].grad_norm / seen[0].grad_norm
+    assert c > rate ** (1 / 1.5) and rate < 0.5
+    assert seen[2].bits == 5 and seen[2].offset_format == "fixed<1,4>" and seen[2].decision == (
+        f"‖∇f‖ contracted to {c:.3g} per epoch, slower than {rate ** (1 / 1.5):.3g} (float64's {rate:.3g} "
+        f"within 1.5×); 5 bits is the cheapest wider width (5 an epoch)")
+    assert [r.bits for r in seen] == sorted(r.bits for r in seen)
+    probe_ops = sum((Counter(r.host_ops) for r in probe), Counter())
+    assert Counter(seen[0].host_ops) == Counter(plain[0].host_ops) + probe_ops
