@@ -10,8 +10,9 @@ values agree with the configuration. States (``docs/accelerator.md`` has the ful
 
     fresh --configure--> configured --load_data (all rows)--> loaded --recentre--> anchored
     loaded or anchored --restore--> loaded
-    fresh --configure_net--> configured --load_data (all rows)--> loaded   (a network: net_grad,
-                                                                      run_net_epoch, fetch_net)
+    fresh --configure_net--> configured --load_data (all rows)--> loaded --recentre_net--> anchored
+                                            (a network: net_grad, run_net_epoch, fetch_net; HALP's
+                                             run_net_epoch in anchored)
     any state --bye (the session ends, or is taken over)--> fresh
 
 A rejected request leaves the state as it was and the daemon keeps serving.
@@ -38,11 +39,12 @@ from accel.spec.backend import COUNTERS
 from protocol.capabilities import CapabilityError
 from protocol.channel import LEASE_S, Server
 from protocol.codec import Limits, ProtocolError
+from protocol.formats import parse_format
 from protocol.keys import ServerKeys
 from protocol.messages import (PROTOCOL_VERSION, Ack, Bye, Capabilities, Configure, ConfigureNet,
                                EpochReport, Fetch, FetchNet, Hello, LoadData, Message, NetGrad,
-                               NetGradient, NetState, Promote, Recentre, Restore, RunEpoch, RunNetEpoch,
-                               Shutdown, State)
+                               NetGradient, NetState, Promote, Recentre, RecentreNet, Restore, RunEpoch,
+                               RunNetEpoch, Shutdown, State)
 
 STATES = ("fresh", "configured", "loaded", "anchored")
 NET_BATCH_ELEMENTS = 1 << 24   # a network step's largest activation matrix: 128 MiB of float64
@@ -118,7 +120,7 @@ class Daemon:
         if self.state == "configured":
             n, k = len(self.loaded_rows), int(self.loaded_rows.sum())
             raise ProtocolError("bad_state", f"{what} needs all {n} rows loaded first ({k} of {n} loaded)")
-        raise ProtocolError("bad_state", f"{what} needs a recentre first")
+        raise ProtocolError("bad_state", f"{what} needs {'recentre_net' if net else 'a recentre'} first")
 
     def _shape(self, name: str, arr: np.ndarray, want: tuple[int, ...]) -> None:
         if arr.shape != want:
@@ -348,19 +350,37 @@ class Daemon:
         grad, loss = self.net.gradient(msg.weights, msg.batch)
         seconds = time.perf_counter() - started
         ops, memory = self.net.counts(msg.batch.size, update=False)
-        return NetGradient(grad=grad, loss=loss if np.isfinite(loss) else None, ops=dict(ops), memory=dict(memory), work={"seconds": seconds})
+        return NetGradient(grad=grad, loss=loss if np.isfinite(loss) else None, ops={**ops, **self.net.swamped_ops()},
+                           memory=dict(memory), work={"seconds": seconds})
+
+    def _on_recentre_net(self, msg: RecentreNet) -> Ack:
+        self._need("recentre_net", "loaded", net=True)
+        self._shape("anchor", msg.anchor, (self.net.n_params,))
+        self._shape("full_grad", msg.full_grad, (self.net.n_params,))
+        self.net.recentre(msg.anchor, msg.full_grad, msg.scale, parse_format(msg.offset_format))
+        self.state = "anchored"
+        return Ack(of="recentre_net", info={"scale": msg.scale, "offset_format": repr(self.net.halp.offset_format)})
 
     def _on_run_net_epoch(self, msg: RunNetEpoch) -> EpochReport:
-        self._need("run_net_epoch", "loaded", net=True)
+        halp = msg.algorithm == "halp"
+        self._need("run_net_epoch with algorithm halp" if halp else "run_net_epoch", "anchored" if halp else "loaded",
+                   net=True)
         self._shape("order", msg.order, (msg.steps * msg.batch_size,))
         self._indices("order", msg.order, msg.batch_size)
-        ops, memory, seconds = self.net.run_epoch(msg.epoch, msg.steps, msg.step_size, msg.batch_size, msg.order)
-        return EpochReport(epoch=msg.epoch, steps=msg.steps, ops=ops, memory=memory, saturations=0,
+        saturations = 0
+        if halp:
+            ops, memory, saturations, seconds = self.net.run_halp_epoch(msg.epoch, msg.steps, msg.step_size,
+                                                                        msg.batch_size, msg.order)
+        else:
+            ops, memory, seconds = self.net.run_epoch(msg.epoch, msg.steps, msg.step_size, msg.batch_size, msg.order)
+        return EpochReport(epoch=msg.epoch, steps=msg.steps, ops=ops, memory=memory, saturations=saturations,
                            work={"seconds": seconds})
 
     def _on_fetch_net(self, msg: FetchNet) -> NetState:
         self._need("fetch_net", "configured", net=True)
-        return NetState(weights=self.net.weights, update_format=repr(self.net.fmts.update))
+        h = self.net.halp
+        return NetState(weights=self.net.weights, update_format=repr(self.net.fmts.update),
+                        **({"offset": h.offset, "scale": h.scale, "offset_format": repr(h.offset_format)} if h else {}))
 
 
 def _large_allocations_from_the_system(threshold: int = 1 << 20) -> None:

@@ -203,6 +203,15 @@ def _given(given: Any, name: str, unit: str, path: Path, *, new: bool = False) -
 # ---- operation keys and their prices ----------------------------------------------------------
 
 OPERATIONS = ("add", "mul", "round", "cmp", "div", "rint", "ldexp", "exp", "log", "sqrt")
+# Keys of op counts that describe operations already counted under their own key (the layer
+# kernel's "swamped add <acc>": adds whose smaller operand was lost): no energy, no op total.
+DIAGNOSTICS = ("swamped",)
+
+
+def is_diagnostic(key: str) -> bool:
+    """Whether op-count ``key`` is a diagnostic (:data:`DIAGNOSTICS`), not an operation to price."""
+    return key.split(" ", 1)[0] in DIAGNOSTICS
+
 _WIDE = re.compile(r"u?fixed<(\d+),(\d+)>")
 
 
@@ -271,6 +280,8 @@ def price_op(key: str, model: EnergyModel) -> Price:
     """The energy of one operation ``key`` by the rules of docs/energy.md (or as set in [ops])."""
     if key in model.ops:
         return Price(model.ops[key].value, "set in [ops]", (f"ops.{key}",))
+    if is_diagnostic(key):
+        return Price(0.0, "a diagnostic: its adds are priced under their own key", ())
     try:
         op, operands, _ = parse_op(key)
         price = _rule(op, operands, key, model)
@@ -383,7 +394,9 @@ class _Net:
                 # δ in and out of the layer in flight
                 "errors": b * max(fi + 1 + fo for fi, fo in layers) * w["errors"],
                 "probabilities": b * self.classes * w["acc"],
-                "data": self.n * layers[0][0] * w["activations"], "labels": self.n * self.label_bits}
+                "data": self.n * layers[0][0] * w["activations"], "labels": self.n * self.label_bits,
+                # HALP: w̃ and g̃ in float64, the offset at the widest offset format it accepts (16 bits)
+                "anchor": p * 64, "full gradient": p * 64, "offset": p * 16}
         return {k: math.ceil(v / 8) for k, v in bits.items()}
 
     def request_bits(self, mtype: str, header: Mapping[str, Any]) -> dict[str, int]:
@@ -399,7 +412,12 @@ class _Net:
             return {"weights write": p * w["weights"],                          # Q_w(w) as sent
                     "weight gradients read": p * w["weight_grads"]}             # ΔW for the reply
         if mtype == "run_net_epoch":
+            if (header.get("body") or {}).get("algorithm") == "halp":
+                return {}                                                       # in its epoch report
             return {"master weights read": p * w["update"], "weights write": p * w["weights"]}  # Q_w(w) to start
+        if mtype == "recentre_net":
+            return {"anchor write": p * 64, "full gradient write": p * 64,
+                    "offset write": p * operand(str((header.get("body") or {}).get("offset_format"))).bits}
         return {"master weights read": p * w["update"]}                         # fetch_net
 
 
@@ -636,6 +654,8 @@ class _Accountant:
         """Add ``counts`` to the run's totals and their energies to ``terms``."""
         prices, totals = self.prices[category], self.totals[category]
         for key, n in counts.items():
+            if is_diagnostic(key):
+                continue
             pj = prices.get(key)
             if pj is None:
                 pj = prices[key] = self.price(category, key).pj
@@ -740,7 +760,7 @@ class _Accountant:
 
 
 _TRAFFIC = frozenset({"load_data", "recentre", "promote", "fetch"})   # requests that touch memories
-_NET_TRAFFIC = frozenset({"configure_net", "load_data", "net_grad", "run_net_epoch", "fetch_net"})
+_NET_TRAFFIC = frozenset({"configure_net", "load_data", "net_grad", "run_net_epoch", "recentre_net", "fetch_net"})
 
 
 def _request_bits(mtype: str, header: Mapping[str, Any], body: Mapping[str, Any],

@@ -43,15 +43,18 @@ def op_totals(ops: Mapping[str, int]) -> dict[str, int]:
     """Operation counts by kind (``ops_add`` …, one column per kind cosim energy prices), their
     total ``ops``, ``rng_bits``, and ``bit_ops``: each operation weighted by the width of its
     widest operand, each random bit by 1 (a price-free measure of the arithmetic's size).
+    Diagnostic keys (``"swamped add <acc>"``: adds counted already) are left out.
 
-    >>> t = op_totals({"add fp32": 10, "mul fixed<2,6>*fixed<1,7>": 4, "rng bits": 64})
+    >>> t = op_totals({"add fp32": 10, "mul fixed<2,6>*fixed<1,7>": 4, "rng bits": 64, "swamped add fp32": 3})
     >>> t["ops"], t["bit_ops"], t["ops_mul"], t["rng_bits"]
     (14, 416, 4, 64)
     """
-    from cosim.energy import OPERATIONS, parse_op
+    from cosim.energy import OPERATIONS, is_diagnostic, parse_op
 
     kinds, rng, bit_ops = dict.fromkeys(OPERATIONS, 0), 0, 0
     for key, n in ops.items():
+        if is_diagnostic(key):
+            continue
         op, operands, _ = parse_op(key)
         if op == "rng":
             rng += n

@@ -19,6 +19,9 @@ A network (1.5+, ``docs/accelerator.md`` "Networks on the accelerator")::
     ...     acc.load(x, y)
     ...     reply = acc.net_grad(w, batch)       # .grad, .loss, .ops, .memory
     ...     acc.run_net_epoch(epoch=1, step_size=alpha, batch_size=1, order=order)
+    ...     acc.recentre_net(anchor, full_grad, scale, "fixed<1,7>")     # HALP: w̃, g̃, z = scale·q = 0
+    ...     acc.run_net_epoch(epoch=2, step_size=alpha, batch_size=1, order=order, algorithm="halp")
+    ...     state = acc.fetch_net()                  # .offset q, .scale with it
     ...     w = acc.fetch_net().weights
 
 Errors come from the protocol client: an error reply raises ``AcceleratorError`` (with its
@@ -34,8 +37,8 @@ import numpy as np
 from protocol.channel import Client
 from protocol.keys import ClientKeys
 from protocol.messages import (Capabilities, Configure, ConfigureNet, EpochReport, Fetch, FetchNet, Hello,
-                               LoadData, NetGrad, NetGradient, NetState, Promote, Recentre, Restore, RunEpoch,
-                               RunNetEpoch, Shutdown, State)
+                               LoadData, NetGrad, NetGradient, NetState, Promote, Recentre, RecentreNet, Restore,
+                               RunEpoch, RunNetEpoch, Shutdown, State)
 
 # Room for the msgpack header and frame table beside a load_data chunk's two tensors.
 HEADER_ALLOWANCE = 64 * 1024
@@ -165,10 +168,17 @@ class AcceleratorClient:
         """The network's low-precision minibatch gradient at ``weights`` (float64, flat)."""
         return self._client.request(NetGrad(weights=weights, batch=batch))
 
-    def run_net_epoch(self, *, epoch: int, step_size: float, batch_size: int, order: np.ndarray) -> EpochReport:
-        """LP-SGD steps on the accelerator's master weights, len(order)/batch_size of them."""
+    def run_net_epoch(self, *, epoch: int, step_size: float, batch_size: int, order: np.ndarray,
+                      algorithm: str | None = None) -> EpochReport:
+        """len(order)/batch_size steps: LP-SGD on the accelerator's master weights, or with
+        ``algorithm="halp"`` HALP on the offset of the last :meth:`recentre_net`."""
         return self._client.request(RunNetEpoch(epoch=epoch, steps=len(order) // batch_size, step_size=step_size,
-                                                batch_size=batch_size, order=order))
+                                                batch_size=batch_size, order=order, algorithm=algorithm))
+
+    def recentre_net(self, anchor: np.ndarray, full_grad: np.ndarray, scale: float, offset_format: str) -> None:
+        """HALP's bit centring of the network: anchor w̃ and g̃ = ∇f(w̃) (float64, kernel layout),
+        the offset z = scale·q on ``offset_format``, q = 0."""
+        self._client.request(RecentreNet(anchor=anchor, full_grad=full_grad, scale=scale, offset_format=offset_format))
 
     def fetch_net(self) -> NetState:
         return self._client.request(FetchNet())

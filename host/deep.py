@@ -1,4 +1,4 @@
-"""SGD and SVRG for the networks of ``host/nets.py`` on the host; mixed and LP-SGD through the accelerator.
+"""SGD and SVRG for the networks of ``host/nets.py`` on the host; mixed, LP-SGD and HALP through the accelerator.
 
 Usage::
 
@@ -8,11 +8,11 @@ Usage::
     result.weights["svrg"]     # final flat weights (host/nets.py's layout)
     result.config              # the settings used, rule-based defaults filled in
     train_net(cfg, dtype=torch.float32)   # the same code in float32
-    train_net(cfg, acc=client)            # mixed and lpsgd: an AcceleratorClient after hello()
+    train_net(cfg, acc=client)            # mixed, lpsgd, halp: an AcceleratorClient after hello()
 
 ``cfg`` is anything with TrainConfig's fields ``dataset``, ``model`` (a network spec),
-``algorithms``, ``epochs``, ``seed``, ``l2``, ``step_size``, ``inner_steps``, ``batch_size``
-and the synthetic data sets' ``samples``, ``features``, ``condition``, ``classes``
+``algorithms``, ``epochs``, ``seed``, ``l2``, ``step_size``, ``inner_steps``, ``batch_size``,
+``recipe``, ``lanes``, HALP's ``bits``, ``mu``, ``mu_rule`` and the synthetic data sets' ``samples``, ``features``, ``condition``, ``classes``
 (``NetSettings``); nothing else is read.
 
 Conventions of ``host/optimizers.py``: epoch e (1, 2, …) uses the samples
@@ -36,13 +36,22 @@ algorithm:
   carry what those messages cost: their number, bytes (both directions, as encoded) and the
   seconds they took beyond the accelerator's own compute time;
 - ``lpsgd``: the weights live on the accelerator in the update format; one ``run_net_epoch``
-  per epoch (the decay λw in the weight-gradient format there), then ``fetch_net``.
+  per epoch (the decay λw in the weight-gradient format there), then ``fetch_net``;
+- ``halp`` (De Sa et al. 2018, "High-Accuracy Low-Precision Training"): the anchor w̃ and
+  g̃ = ∇f(w̃) here in float64 (autograd, λw̃ included); each epoch a ``recentre_net`` sends
+  them with the offset grid: z = scale·q, q on fixed<1,b−1> (b = ``bits``), scale =
+  ‖g̃‖/(μ·max q), so the grid step is ‖g̃‖/(μ·(2^(b−1)−1)) and the range ±‖g̃‖/μ, μ by
+  host/scheduler.py's ``halp_mu`` (μ = 10λ unless set; the ``widen`` rule halves it after
+  each epoch whose offsets saturated). The accelerator starts z at 0 and steps
+  z ← Q(z − α(∇f_B(w̃+z) − ∇f_B(w̃) + g̃)) with two low-precision passes per step
+  (accel/backends/net.py gives the order); then ``fetch_net`` and w̃ ← w̃ + z here.
 
 Loss, gradient norm and test accuracy of every record are the host's float64 evaluation of the
 weights (for lpsgd: the master weights fetched). ``bits`` is the width of the weights each
-algorithm keeps: 64 (mixed's master copy) or the update format's. ``host_ops`` counts the
-host's float64 training arithmetic (mixed: 2 multiplies and 2 adds per parameter and step;
-lpsgd: none), not the evaluation (docs/energy.md).
+algorithm keeps: 64 (mixed's master copy), the update format's, or HALP's offsets'. ``host_ops``
+counts the host's float64 training arithmetic (mixed: 2 multiplies and 2 adds per parameter
+and step; lpsgd: none; halp: ‖g̃‖ and w̃ + scale·q, 2 of each per parameter and epoch; g̃ is
+the evaluation's gradient, computed once), not the evaluation (docs/energy.md).
 
 A network's loss is not convex, so there is no reference optimum: a record's ``gap`` is
 (f − f_best)/|f_best| with f_best the lowest final training loss among the float64 runs
@@ -75,8 +84,9 @@ from host.nets import Network, kernel_layout, parse_spec, torch_layout
 from host.optimizers import epoch_order
 from host.recipes import RECIPES
 from host.reference import relative_gap
+from host.scheduler import halp_mu
 from protocol.codec import encode
-from protocol.formats import parse_format
+from protocol.formats import FixedFormat, parse_format
 from protocol.messages import NetGrad, NetGradient
 
 NET_STEP_SIZE = 0.02     # calibrated on digits, see docs/host.md "Networks"
@@ -93,6 +103,9 @@ class NetSettings(Protocol):
     inner_steps: int | None
     batch_size: int
     recipe: str                  # the layer kernel's formats on the accelerator (host/recipes.py)
+    bits: int                    # HALP's offsets: fixed<1,bits-1>
+    mu: float | None             # HALP's μ (None: 10λ) and how it moves (host/scheduler.py halp_mu)
+    mu_rule: str
     lanes: int
     samples: int                 # the synthetic data sets' shape
     features: int
@@ -115,7 +128,7 @@ class NetRecord:
     messages: int = 0           # mixed: net_grad requests this epoch,
     message_bytes: int = 0      # their bytes and their replies', as encoded,
     message_seconds: float = 0.0  # and their round trips' seconds beyond the accelerator's compute
-    host_ops: dict | None = None  # mixed, lpsgd: the host's float64 training operations this epoch
+    host_ops: dict | None = None  # mixed, lpsgd, halp: the host's float64 training operations this epoch
 
 
 @dataclass
@@ -171,10 +184,13 @@ def resolve(cfg: NetSettings) -> dict[str, Any]:
         bad("step_size", "a finite number > 0 (or unset for the default rule)")
     if not (math.isfinite(cfg.l2) and cfg.l2 >= 0):
         bad("l2", "a finite number >= 0")
+    if "halp" in algos and cfg.mu is None and cfg.l2 == 0:
+        bad("mu", "HALP's default μ = 10λ needs l2 > 0; set mu explicitly")
     return {"dataset": cfg.dataset, "model": str(parse_spec(cfg.model)), "algorithms": list(algos),
             "epochs": cfg.epochs, "seed": cfg.seed, "l2": cfg.l2, "recipe": cfg.recipe, "lanes": cfg.lanes,
             "step_size": cfg.step_size if cfg.step_size is not None else NET_STEP_SIZE,
-            "batch_size": cfg.batch_size, "inner_steps": cfg.inner_steps}
+            "batch_size": cfg.batch_size, "inner_steps": cfg.inner_steps, "bits": cfg.bits,
+            "mu": cfg.mu if cfg.mu is not None else 10.0 * cfg.l2, "mu_rule": cfg.mu_rule}
 
 
 def sgd_epoch(net: Network, w: np.ndarray, order: np.ndarray, step_size: float, batch_size: int) -> np.ndarray:
@@ -217,12 +233,12 @@ def train_net(cfg: NetSettings, *, dtype: torch.dtype = torch.float64,
 
     ``on_start(algorithm)`` runs before each algorithm, ``on_epoch(record)`` after each epoch
     (its gap still None: gaps need every run's final loss). ``acc``: the accelerator's client,
-    its ``hello()`` done, for mixed and lpsgd.
+    its ``hello()`` done, for mixed, lpsgd and halp.
     """
     spec = spec_of(cfg)
     rc = resolve(cfg)
     if acc is None and any(a in NET_ACCELERATOR_ALGORITHMS for a in rc["algorithms"]):
-        raise ValueError("algorithms: mixed and lpsgd run on the accelerator: pass the client of a running daemon")
+        raise ValueError("algorithms: mixed, lpsgd and halp run on the accelerator: pass the client of a running daemon")
     ds = load_dataset(cfg.dataset, samples=cfg.samples, features=cfg.features, condition=cfg.condition,
                       classes=cfg.classes, seed=cfg.seed)
     if ds.task == "regression":
@@ -326,30 +342,56 @@ def mixed_epoch(acc: AcceleratorClient, net: Network, w: np.ndarray, order: np.n
 def _run_accel(algo: str, net: Network, x_test: np.ndarray, y_test: np.ndarray, rc: dict[str, Any],
                records: list[NetRecord], on_epoch: Callable[[NetRecord], None] | None,
                acc: AcceleratorClient) -> np.ndarray:
-    """mixed or lpsgd from the seeded start (module docstring)."""
+    """mixed, lpsgd or halp from the seeded start (module docstring)."""
     w = net.params()
     configure_net(acc, net, w, rc)
-    bits = 64 if algo == "mixed" else parse_format(str(RECIPES[rc["recipe"]]["update"])).bits
+    offset = FixedFormat(1, rc["bits"] - 1)
+    bits = {"mixed": 64, "halp": offset.bits}.get(algo) or parse_format(str(RECIPES[rc["recipe"]]["update"])).bits
     started = time.perf_counter()
 
-    def emit(epoch: int, w: np.ndarray, **costs: Any) -> None:
+    def emit(epoch: int, w: np.ndarray, **costs: Any) -> np.ndarray:
         loss, grad = net.loss_grad(w)
         record = NetRecord(algo, epoch, loss, float(np.linalg.norm(grad)), net.accuracy(w, x_test, y_test), bits,
                            time.perf_counter() - started, **costs)
         records.append(record)
         if on_epoch:
             on_epoch(record)
+        return grad
 
-    emit(0, w, host_ops={})
+    grad = emit(0, w, host_ops={})
     count = rc["inner_steps"] * rc["batch_size"]
+    saturated_epochs = 0
     for epoch in range(1, rc["epochs"] + 1):
         order = epoch_order(rc["seed"], epoch, net.n_samples, count)
         if algo == "mixed":
             w, costs = mixed_epoch(acc, net, w, order, rc["step_size"], rc["batch_size"])
+        elif algo == "halp":
+            mu = halp_mu(rc["mu"], rc["l2"], saturated_epochs, rc["mu_rule"])
+            w, costs = halp_epoch(acc, net, w, grad, order, rc["step_size"], rc["batch_size"], epoch,
+                                  float(np.linalg.norm(grad)) / (mu * offset.max_value), offset)
+            saturated_epochs += costs.pop("saturations") > 0
         else:
             report = acc.run_net_epoch(epoch=epoch, step_size=rc["step_size"], batch_size=rc["batch_size"],
                                        order=order.astype(np.uint32))
             w = torch_layout(net.layers(), acc.fetch_net().weights)
             costs = {"ops": dict(report.ops), "memory": dict(report.memory), "host_ops": {}}
-        emit(epoch, w, **costs)
+        grad = emit(epoch, w, **costs)
     return w
+
+
+def halp_epoch(acc: AcceleratorClient, net: Network, anchor: np.ndarray, full_grad: np.ndarray, order: np.ndarray,
+               step_size: float, batch_size: int, epoch: int, scale: float,
+               offset: FixedFormat) -> tuple[np.ndarray, dict[str, Any]]:
+    """One HALP epoch from the anchor w̃ with g̃ = ``full_grad`` = ∇f(w̃): recentre_net, the
+    accelerator's steps on its offset z = scale·q, then w̃ + z here in float64; returns that
+    and the epoch's accelerator costs and saturations."""
+    layers = net.layers()
+    acc.recentre_net(kernel_layout(layers, anchor), kernel_layout(layers, full_grad), scale, repr(offset))
+    report = acc.run_net_epoch(epoch=epoch, step_size=step_size, batch_size=batch_size,
+                               order=order.astype(np.uint32), algorithm="halp")
+    state = acc.fetch_net()
+    n = net.n_params
+    # ‖g̃‖ for the scale (n multiplies and adds) and w̃ + scale·q (as many again)
+    return anchor + torch_layout(layers, state.scale * state.offset), {
+        "ops": dict(report.ops), "memory": dict(report.memory), "saturations": int(report.saturations),
+        "host_ops": {"mul fp64": 2 * n, "add fp64": 2 * n}}

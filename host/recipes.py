@@ -17,4 +17,9 @@ RECIPES: dict[str, dict[str, str | int]] = {
     "fp8-ibm": {"weights": "fp8_ibm", "activations": "fp8_ibm", "errors": "fp8_ibm",
                 "weight_grads": "fp16_ibm", "acc": "fp16_ibm", "chunk": 64, "update": "fp16_ibm",
                 "rounding": "stochastic"},
+    # The same without chunks: one (1,6,9) sum per dot product, the swamping chunks avoid
+    # (bench/claim_swamping.py measures what it costs on a fan-in of 4096).
+    "fp8-ibm-nochunk": {"weights": "fp8_ibm", "activations": "fp8_ibm", "errors": "fp8_ibm",
+                        "weight_grads": "fp16_ibm", "acc": "fp16_ibm", "chunk": 0, "update": "fp16_ibm",
+                        "rounding": "stochastic"},
 }

@@ -199,7 +199,7 @@ TRAINING: tuple[Setting, ...] = (
             rule="fixed<1,b-1>", group="Accelerator"),
     Setting("acc_format", str, "fp32", "Accelerator accumulator and vector format.", NUMBER_FORMAT,
             group="Accelerator"),
-    Setting("recipe", str, "fp8-ibm", "Networks on the accelerator (mixed, lpsgd): the number format of "
+    Setting("recipe", str, "fp8-ibm", "Networks on the accelerator (mixed, lpsgd, halp): the number format of "
             "each tensor role of the layer kernel.", one_of(NET_RECIPES), group="Accelerator"),
     Setting("lanes", int, 16, "Accelerator lanes (random-bit streams).", between(1, 4096),
             group="Accelerator"),

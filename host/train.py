@@ -11,7 +11,7 @@ Example (the embedded default: digits, softmax, HALP at 8 bits, through a runnin
 accelerator daemon at ``connect`` (one configure + data load per algorithm, one session).
 Default hyperparameters follow documented rules (``docs/host.md``), never per-data-set values.
 A network (``model`` mlp:W[,W...] or cnn) goes to ``host.deep.train_net``: sgd and svrg here,
-mixed and lpsgd through the daemon at ``connect``; the result is a ``host.deep.NetResult``.
+mixed, lpsgd and halp through the daemon at ``connect``; the result is a ``host.deep.NetResult``.
 
 A run continues from where it stopped: ``checkpoint`` gets a :class:`Checkpoint` after every
 epoch, and ``train(cfg, connect=other, resume=that_checkpoint)`` carries on from it (a new
@@ -117,8 +117,8 @@ def _check_network(cfg: TrainConfig) -> None:
     """The rules between settings for a network (host/deep.py resolves the rest)."""
     if cfg.dataset in BUILTIN_TASKS and BUILTIN_TASKS[cfg.dataset] == "regression":
         raise ValueError(f"model: a network classifies; {cfg.dataset!r} is a regression data set")
-    if any(a in ("lpsvrg", "halp") for a in cfg.algorithms):
-        raise ValueError("algorithms: networks train with sgd, svrg (host, float64), mixed and lpsgd "
+    if "lpsvrg" in cfg.algorithms:
+        raise ValueError("algorithms: networks train with sgd, svrg (host, float64), mixed, lpsgd and halp "
                          f"(accelerator); got {', '.join(cfg.algorithms)}")
 
 
@@ -274,7 +274,7 @@ def train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | No
 def _train_network(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | None,
                    session: str | None, curve: ClientKeys | None,
                    on_epoch: Callable[[Any], None] | None, on_start: Callable[[str], None] | None) -> Any:
-    """A network's run (host/deep.py), through the accelerator at ``connect`` for mixed and lpsgd;
+    """A network's run (host/deep.py), through the accelerator at ``connect`` for mixed, lpsgd, halp;
     a host.deep.NetResult. No checkpoints: a network's run starts again from the beginning."""
     from host.algorithms import NET_ACCELERATOR_ALGORITHMS
     from host.deep import train_net
@@ -282,7 +282,7 @@ def _train_network(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., 
     if not any(a in NET_ACCELERATOR_ALGORITHMS for a in cfg.algorithms):
         return train_net(cfg, on_epoch=on_epoch, on_start=on_start)
     if not connect:
-        raise ValueError("algorithms mixed and lpsgd run on the accelerator: pass connect=ADDRESS of a running daemon")
+        raise ValueError("algorithms mixed, lpsgd and halp run on the accelerator: pass connect=ADDRESS of a running daemon")
     with AcceleratorClient(connect, timeout=cfg.timeout, session=session, tap=tap, curve=curve) as acc:
         caps = KernelCapabilities.from_message(acc.hello())
         if caps is not None:

@@ -25,6 +25,7 @@ PROTOCOL_VERSION = (1, 5)   # (major, minor); docs/protocol.md, "Versions"
 
 PROBLEMS = ("linear", "logistic", "softmax")
 ALGORITHMS = ("sgd", "svrg")
+NET_ALGORITHMS = ("sgd", "halp")   # run_net_epoch's steps (since 1.5)
 ROUNDINGS = ("nearest_even", "nearest_away", "toward_zero", "up", "down", "odd", "stochastic")
 
 
@@ -260,7 +261,8 @@ class NetGrad(Message):
 
 @dataclass(frozen=True)
 class RunNetEpoch(Message):
-    """Since 1.5: ``steps`` LP-SGD steps on the master weights, minibatch t the samples
+    """Since 1.5: ``steps`` LP-SGD steps on the master weights (or, with algorithm "halp",
+    HALP steps on the offset of the last recentre_net), minibatch t the samples
     ``order[t·batch_size … (t+1)·batch_size − 1]``; the reply is an epoch_report."""
     TYPE: ClassVar[str] = "run_net_epoch"
     REPLY: ClassVar[str] = "epoch_report"
@@ -270,6 +272,24 @@ class RunNetEpoch(Message):
     step_size: float = _f(Scalar("float", positive=True))
     batch_size: int = _f(Scalar("int", lo=1))
     order: np.ndarray = _f(Tensor(INDICES, 1))
+    # "sgd" (absent): LP-SGD on the master weights; "halp": HALP steps on the offset of the
+    # last recentre_net, the master weights left alone (docs/accelerator.md)
+    algorithm: str | None = _f(Scalar("str", optional=True, choices=NET_ALGORITHMS))
+
+
+@dataclass(frozen=True)
+class RecentreNet(Message):
+    """Since 1.5: HALP's bit centring for the configured network, after every row of load_data:
+    the anchor w̃ and the full gradient g̃ = ∇f(w̃) (float64, configure_net's layout, λw̃
+    included), and the offset's grid: z = scale·q, q on ``offset_format`` (a signed fixed
+    format of at most 16 bits), q = 0. run_net_epoch with algorithm "halp" then steps z."""
+    TYPE: ClassVar[str] = "recentre_net"
+    REPLY: ClassVar[str] = "ack"
+    SINCE: ClassVar[tuple[int, int]] = (1, 5)
+    anchor: np.ndarray = _f(Tensor(("<f8",), 1))
+    full_grad: np.ndarray = _f(Tensor(("<f8",), 1))
+    scale: float = _f(Scalar("float", positive=True))
+    offset_format: str = _f(Scalar("str", format=True))
 
 
 @dataclass(frozen=True)
@@ -367,6 +387,10 @@ class NetState(Message):
     SINCE: ClassVar[tuple[int, int]] = (1, 5)
     weights: np.ndarray = _f(Tensor(("<f8",), 1))
     update_format: str = _f(Scalar("str", format=True))
+    # After a recentre_net: HALP's offset q (values of offset_format; z = scale·q), its scale and format
+    offset: np.ndarray | None = _f(Tensor(("<f8",), 1, optional=True))
+    scale: float | None = _f(Scalar("float", optional=True, positive=True))
+    offset_format: str | None = _f(Scalar("str", optional=True, format=True))
 
 
 # Codes added by a minor: that minor, and the code a peer of an older one gets instead, with the
@@ -427,7 +451,7 @@ class Progress(Message):
 
 REQUESTS: dict[str, type] = {c.TYPE: c for c in (Hello, Configure, LoadData, Recentre, RunEpoch,
                                                   Promote, Fetch, Shutdown, Bye, Restore, ConfigureNet, NetGrad,
-                                                  RunNetEpoch, FetchNet)}
+                                                  RunNetEpoch, RecentreNet, FetchNet)}
 # Everything the host decodes: the replies, and the progress that may come before one.
 REPLIES: dict[str, type] = {c.TYPE: c for c in (Capabilities, Ack, EpochReport, State, Error,
                                                  Progress, NetGradient, NetState)}

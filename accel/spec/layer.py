@@ -98,6 +98,7 @@ __all__ = [
     "relu_forward",
     "softmax_xent_backward",
     "softmax_xent_forward",
+    "swamped_adds",
     "weight_update",
 ]
 
@@ -217,6 +218,10 @@ RECIPES: dict[str, LayerFormats] = {
                             weight_grads="fp16_ibm", acc="fp16_ibm", chunk=64, update="fp16_ibm",
                             update_rounding="stochastic"),
 }
+# The same with one sum per dot product: what chunks avoid (swamping, :func:`swamped_adds`).
+RECIPES["fp8-ibm-nochunk"] = LayerFormats(weights="fp8_ibm", activations="fp8_ibm", errors="fp8_ibm",
+                                          weight_grads="fp16_ibm", acc="fp16_ibm", chunk=None,
+                                          update="fp16_ibm", update_rounding="stochastic")
 
 
 def _values(x, fmt: Format, role: str) -> np.ndarray:
@@ -253,6 +258,40 @@ def matmul(a: np.ndarray, b: np.ndarray, acc: FloatFormat, chunk: int | None) ->
         raise KernelError(f"cannot multiply {a.shape[0]}×{a.shape[1]} by {b.shape[0]}×{b.shape[1]}")
     terms = a[:, None, :] * b.T[None, :, :]          # exact: (M, N, K)
     return np.asarray(accumulate(terms, acc=acc, chunk=chunk or None)).reshape(a.shape[0], b.shape[1])
+
+
+def swamped_adds(a: np.ndarray, b: np.ndarray, acc: FloatFormat, chunk: int | None) -> int:
+    """How many adds of :func:`matmul`'s order are *swamped*: both operands nonzero and the
+    rounded sum equal to one of them, so the other is lost entirely (Wang et al. 2018's
+    diagnostic for long sums in a narrow accumulator).
+
+        >>> swamped_adds(np.ones((1, 4096)), np.ones((4096, 1)), PRESETS["fp16_ibm"], None)
+        3072
+        >>> swamped_adds(np.ones((1, 4096)), np.ones((4096, 1)), PRESETS["fp16_ibm"], 64)
+        0
+
+    The reference of ``accel.backends.layer_compiled.matmul_swamped``'s count: every add of
+    the order, chunk partials into the second accumulator included, one at a time.
+    """
+    if a.shape[1] != b.shape[0]:
+        raise KernelError(f"cannot multiply {a.shape[0]}×{a.shape[1]} by {b.shape[0]}×{b.shape[1]}")
+    terms = a[:, None, :] * b.T[None, :, :]          # exact: (M, N, K)
+    k_len = terms.shape[-1]
+    step = chunk or max(k_len, 1)
+    count, total = 0, np.zeros(terms.shape[:2])
+
+    def add_counted(old: np.ndarray, term: np.ndarray) -> np.ndarray:
+        nonlocal count
+        new = add(old, term, acc, "nearest_even")
+        count += int(np.count_nonzero((old != 0) & (term != 0) & ((new == old) | (new == term))))
+        return new
+
+    for c0 in range(0, k_len, step):
+        part = np.zeros(terms.shape[:2])
+        for k in range(c0, min(k_len, c0 + step)):
+            part = add_counted(part, terms[..., k])
+        total = add_counted(total, part) if chunk else part
+    return count
 
 
 def dense_forward(X, W, fmts: LayerFormats, gemm: Gemm = matmul) -> np.ndarray:

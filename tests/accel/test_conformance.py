@@ -19,13 +19,31 @@ import numpy as np
 import pytest
 
 from accel import backends
+from accel.backends.net import DenseLayer, step_counts
 from accel.daemon import Daemon
+from accel.numerics import quantize
 from accel.spec.gradstats import BINADE_FLOOR
+from accel.spec.layer import RECIPES as LAYER_RECIPES
+from host.recipes import RECIPES as NET_RECIPES
 from protocol.channel import AcceleratorError, Client
 from protocol.codec import ProtocolError, decode, encode
 from protocol.formats import parse_format
-from protocol.messages import (Configure, EpochReport, Fetch, Hello, LoadData, Promote, Recentre,
-                               Restore, RunEpoch)
+from protocol.messages import (
+    Configure,
+    ConfigureNet,
+    EpochReport,
+    Fetch,
+    FetchNet,
+    Hello,
+    LoadData,
+    NetGrad,
+    NetGradient,
+    Promote,
+    Recentre,
+    Restore,
+    RunEpoch,
+    RunNetEpoch,
+)
 
 REFERENCE = "emulated"
 N, F = 12, 5
@@ -87,14 +105,15 @@ def scenario(problem: str, algorithm: str, batch: int, rounding: str, family: st
     ]
 
 
-def _wire(reply, seq: int) -> tuple[bytes, ...]:
-    # Encoded as protocol 1.1: the pinned digests follow the arithmetic, not the header's version.
-    return tuple(bytes(f) for f in encode(reply, seq=seq, session="conformance", version=(1, 1)))
+def _wire(reply, seq: int, version: tuple[int, int]) -> tuple[bytes, ...]:
+    return tuple(bytes(f) for f in encode(reply, seq=seq, session="conformance", version=version))
 
 
-def collect(requests: list, ask) -> list:
+def collect(requests: list, ask, version: tuple[int, int] = (1, 1)) -> list:
     """Each reply as its encoded frames, ``"error:<code>"`` for a refusal; hello: the spec version.
-    An epoch report's ``work`` (the backend's own timing or cycle count) is left out."""
+    An epoch report's or a net gradient's ``work`` (the backend's own timing or cycle count) is
+    left out. Encoded as protocol ``version`` (1.1 for the linear scenarios, 1.5 for networks):
+    the pinned digests follow the arithmetic, not the header's version."""
     out = []
     for seq, request in enumerate(requests):
         try:
@@ -102,15 +121,15 @@ def collect(requests: list, ask) -> list:
         except (ProtocolError, AcceleratorError) as exc:
             out.append(f"error:{exc.code}")
             continue
-        if isinstance(reply, EpochReport):
+        if isinstance(reply, (EpochReport, NetGradient)):
             reply = dataclasses.replace(reply, work=None)
-        out.append(_wire(reply, seq) if request.TYPE != "hello" else reply.spec)
+        out.append(_wire(reply, seq, version) if request.TYPE != "hello" else reply.spec)
     return out
 
 
-def replies(backend: str, requests: list, **options) -> list:
+def replies(backend: str, requests: list, version: tuple[int, int] = (1, 1), **options) -> list:
     """The replies of ``backend`` behind the daemon's state machine, in process."""
-    return collect(requests, Daemon(backend, **options).handle)
+    return collect(requests, Daemon(backend, **options).handle, version)
 
 
 def covered(backend: str, case: tuple) -> bool:
@@ -359,3 +378,106 @@ def test_after_a_restore_the_epochs_compute_the_same_bytes(restored):
                 assert decode(list(again))[1].info["saturations"] == decode(list(original))[1].info["saturations"]
             else:
                 assert again == original, f"{case}: {request.TYPE} differs after the restore"
+
+
+# ---- networks (protocol 1.5): the layer kernel behind configure_net ------------------------------
+
+NET_LAYERS = [[70, 6, "relu"], [6, 3, "none"]]    # the first fan-in, 71 with the bias, spans two chunks of 64
+NET_PARAMS = 71 * 6 + 7 * 3
+NET_VERSION = (1, 5)
+
+
+def net_scenario() -> list:
+    """One network session with the fp8-ibm recipe: a refused and a good configure_net, a
+    gradient before the data, a chunked load (part of it saturates), gradients of 1 and 4
+    samples, a refused gradient, two LP-SGD epochs (with decay), each followed by requests."""
+    r = NET_RECIPES["fp8-ibm"]
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal(NET_PARAMS) * 0.2
+    x, y = rng.uniform(0.0, 1.0, (N, 70)), rng.integers(0, 3, N).astype(float)
+    configure = ConfigureNet(layers=NET_LAYERS, n_samples=N, weights_format=r["weights"],
+                             activations_format=r["activations"], errors_format=r["errors"],
+                             weight_grads_format=r["weight_grads"], acc_format=r["acc"], chunk=r["chunk"],
+                             update_format=r["update"], rounding=r["rounding"], rbits=0, lanes=4, seed=7,
+                             l2=0.05, weights=w)
+
+    def grad(batch: int, weights=w) -> NetGrad:
+        return NetGrad(weights=weights, batch=rng.integers(0, N, batch).astype(np.uint32))
+
+    def epoch(e: int, steps: int, batch: int) -> RunNetEpoch:
+        return RunNetEpoch(epoch=e, steps=steps, step_size=0.25, batch_size=batch,
+                           order=rng.integers(0, N, steps * batch).astype(np.uint32))
+
+    return [
+        Hello(client="conformance"),
+        dataclasses.replace(configure, layers=[[70, 6, "none"], [6, 3, "none"]]),   # refused: hidden layer
+        configure,
+        grad(3),                                                        # refused: no data yet
+        LoadData(start=0, x=x[:7], y=y[:7]),
+        LoadData(start=7, x=x[7:] * 1e6, y=y[7:]),                      # saturates
+        grad(1),
+        grad(4, w * 0.5),
+        grad(2, w[:-1]),                                                # refused: shape
+        epoch(1, 6, 3),
+        FetchNet(),
+        epoch(2, 5, 1),
+        grad(2),
+        FetchNet(),
+    ]
+
+
+NET_PINNED = "dec597f81b038ae8"   # sha256 (first 16 hex digits) of the reference replies, as PINNED
+
+
+def announces_networks(backend: str) -> bool:
+    return "max_net_params" in backends.capabilities(backend).limits
+
+
+@pytest.fixture(scope="module")
+def net_reference():
+    return replies(REFERENCE, net_scenario(), NET_VERSION)
+
+
+@pytest.mark.parametrize("backend", backends.names())
+def test_every_backend_runs_networks_like_the_reference_or_refuses_them(backend, net_reference):
+    """A backend that announces networks (max_net_params) answers the network session byte for
+    byte like the reference; one that does not refuses configure_net with a message saying so,
+    and everything after it as unconfigured."""
+    assert announces_networks(REFERENCE)
+    got = replies(backend, net_scenario(), NET_VERSION, **OPTIONS[backend])
+    if announces_networks(backend):
+        assert got == net_reference, f"{backend} differs from {REFERENCE} on the network session"
+        return
+    configure = net_scenario()[2]
+    with pytest.raises(ProtocolError, match=f"the {backend} backend does not run networks"):
+        Daemon(backend, **OPTIONS[backend]).handle(configure)
+    assert got[0] == net_reference[0] and got[1:3] == ["error:bad_value"] * 2
+    assert all(r.startswith("error:") for r in got[3:])
+
+
+def test_the_network_scenario_exercises_its_requests(net_reference):
+    rs = [decode(list(r))[1] if isinstance(r, tuple) else r for r in net_reference]
+    assert rs[0] == [2, 0]
+    assert [i for i, r in enumerate(rs) if isinstance(r, str) and r.startswith("error:")] == [1, 3, 8]
+    assert (rs[1], rs[3], rs[8]) == ("error:bad_value", "error:bad_state", "error:bad_shape")
+    assert rs[2].info["n_params"] == NET_PARAMS
+    assert rs[4].info["saturations"] == 0 and rs[5].info["saturations"] > 0
+    g1 = rs[6]
+    ops, memory = step_counts([DenseLayer(*lay) for lay in NET_LAYERS], LAYER_RECIPES["fp8-ibm"], 1,
+                              update=False, decay=False)
+    assert {k: v for k, v in g1.ops.items() if not k.startswith("swamped")} == dict(ops)
+    assert g1.memory == dict(memory) and g1.loss is not None
+    # The swamped adds are measured, and pinned with the bytes: a few in every request here.
+    assert all(rs[i].ops["swamped add fp16_ibm"] > 0 for i in (6, 7, 9, 11, 12))
+    assert not np.array_equal(rs[6].grad, rs[7].grad)
+    e1, e2 = rs[9], rs[11]
+    assert (e1.epoch, e1.steps, e2.epoch, e2.steps) == (1, 6, 2, 5)
+    w0 = net_scenario()[2].weights
+    first, second = rs[10].weights, rs[13].weights
+    assert rs[10].update_format == "fp16_ibm"
+    assert not np.array_equal(first, second) and not np.array_equal(quantize(w0, "fp16_ibm"), first)
+    assert np.array_equal(quantize(second, "fp16_ibm"), second)
+
+
+def test_network_replies_are_pinned(net_reference):
+    assert digest(net_reference) == NET_PINNED

@@ -94,6 +94,21 @@ def test_swamped_adds_count_what_the_narrow_sum_loses() -> None:
     assert lc.matmul_swamped(X, W, IBM.acc, 64)[1] == 0
 
 
+@pytest.mark.parametrize("acc", ["fp16_ibm", "fp16", "e5m2"])
+@pytest.mark.parametrize("chunk", [None, 5, 64])
+def test_swamped_adds_are_the_references_count(acc, chunk) -> None:
+    """The compiled count (held narrow or exact) equals accel.spec.layer.swamped_adds, which
+    walks the same order one add at a time; signs mixed, zeros and ties included."""
+    a, b = values(11, "fp8_ibm", (6, 150), 0), values(12, "fp8_ibm", (150, 9), -3)
+    b[:40] = np.abs(b[:40])                     # a run of like signs: the sums grow and swamp
+    a[:, :40] = np.abs(a[:, :40])
+    fmt = parse_format(acc)
+    want = layer.swamped_adds(a, b, fmt, chunk)
+    Y, got = lc.matmul_swamped(a, b, fmt, chunk)
+    assert want > 0 and got == want
+    assert same_bits(Y, layer.matmul(a, b, fmt, chunk))
+
+
 @pytest.mark.parametrize("fmts", [IBM, layer.LayerFormats("e4m3fn", "e4m3fn", "e5m2", "fp16", "fp16", chunk=7)],
                          ids=repr)
 def test_every_layer_gives_the_reference_bits_through_the_compiled_product(fmts) -> None:

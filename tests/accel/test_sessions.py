@@ -16,7 +16,7 @@ import pytest
 from cosim.launch import AcceleratorProcess
 from protocol.channel import AcceleratorError, Client, TapEvent
 from protocol.messages import (REQUESTS, Bye, Configure, ConfigureNet, Fetch, FetchNet, Hello, LoadData,
-                               NetGrad, Promote, Recentre, Restore, RunEpoch, RunNetEpoch, Shutdown)
+                               NetGrad, Promote, Recentre, RecentreNet, Restore, RunEpoch, RunNetEpoch, Shutdown)
 
 N, F, C = 40, 6, 3
 RNG = np.random.default_rng(11)
@@ -50,6 +50,8 @@ INTRUSIONS = [Hello(client="intruder"), configure(), LoadData(start=0, x=-X, y=Y
                            rbits=0, lanes=4, seed=5, l2=0.0, weights=np.zeros((F + 1) * 4 + 5 * C)),
               NetGrad(weights=np.zeros((F + 1) * 4 + 5 * C), batch=np.arange(2, dtype=np.uint32)),
               RunNetEpoch(epoch=1, steps=1, step_size=0.1, batch_size=1, order=np.zeros(1, dtype=np.uint32)),
+              RecentreNet(anchor=np.zeros((F + 1) * 4 + 5 * C), full_grad=np.zeros((F + 1) * 4 + 5 * C), scale=1.0,
+                          offset_format="fixed<1,7>"),
               FetchNet(), Bye(), Shutdown()]
 
 

@@ -259,7 +259,8 @@ def test_network_memories_and_request_traffic():
         "weights": 23, "master weights": 46, "weight gradients": 46,
         "activations": 2 * (5 + 3 + 4 + 2),          # each layer's input with the ones, and its output
         "errors": 2 * (5 + 3),                       # the widest layer's δ in and out
-        "probabilities": 2 * 2 * 2, "data": 10 * 4, "labels": 2}    # 10 bits
+        "probabilities": 2 * 2 * 2, "data": 10 * 4, "labels": 2,    # 10 bits
+        "anchor": 23 * 8, "full gradient": 23 * 8, "offset": 23 * 2}  # HALP: float64 w̃ and g̃, 16-bit offsets
     with pytest.raises(EnergyError, match="update_format"):
         net_memory_sizes({k: v for k, v in NET.items() if k != "update_format"}, 1)
     records = [{"kind": "header", "config": {"batch_size": 2}}]

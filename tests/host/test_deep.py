@@ -84,9 +84,10 @@ def test_float32_runs_in_float32_and_its_gap_needs_a_float64_run():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"algorithms": ("halp",)}, "algorithms: networks train with .* from sgd, svrg, mixed, lpsgd"),
+    ({"algorithms": ("lpsvrg",)}, "algorithms: networks train with .* from sgd, svrg, mixed, lpsgd, halp"),
+    ({"algorithms": ("halp",), "l2": 0.0}, "mu: HALP's default μ = 10λ needs l2 > 0; set mu explicitly"),
     ({"algorithms": ()}, "algorithms: networks train with a non-empty list"),
-    ({"recipe": "fp4"}, "recipe: one of fp8-ibm; got 'fp4'"),
+    ({"recipe": "fp4"}, "recipe: one of fp8-ibm, fp8-ibm-nochunk; got 'fp4'"),
     ({"batch_size": 0}, "batch_size: an integer from 1 to 2147483647; got 0"),
     ({"batch_size": 1439}, "batch_size: at most the 1438 training samples of digits; got 1439"),
     ({"seed": -1}, "seed: an integer from 0 to 18446744073709551615; got -1"),

@@ -1,5 +1,5 @@
 """Networks through the channel (protocol 1.5): a real daemon process computes the low-precision
-passes of accel/backends/net.py, and the host's mixed and lpsgd (host/deep.py) reach them only
+passes of accel/backends/net.py, and the host's mixed, lpsgd and halp (host/deep.py) reach them only
 by messages. Each is checked bit for bit against the layer kernel's reference
 (accel/spec/layer.py, numpy products) computed here; bad network requests get errors."""
 from __future__ import annotations
@@ -20,7 +20,8 @@ from host.recipes import RECIPES as HOST_RECIPES
 from host.train import TrainConfig, check_capabilities
 from protocol.capabilities import CapabilityError
 from protocol.channel import AcceleratorError
-from protocol.messages import ConfigureNet, Fetch, FetchNet, LoadData, NetGrad, RunEpoch, RunNetEpoch
+from protocol.formats import FixedFormat
+from protocol.messages import ConfigureNet, Fetch, FetchNet, LoadData, NetGrad, RecentreNet, RunEpoch, RunNetEpoch
 
 F = layer.RECIPES["fp8-ibm"]
 SEED, L2, ALPHA = 3, 1e-3, 0.05
@@ -135,6 +136,41 @@ def test_lpsgd_epoch_matches_the_layer_kernel_bit_for_bit(acc, net):
     assert report.steps == 5 and report.ops["rng bits"] == 5 * 32 * net.n_params
 
 
+def test_halp_epoch_matches_the_layer_kernel_bit_for_bit(acc, net):
+    """Three B = 2 HALP steps on the accelerator's offset (two passes each, at Q_w(w̃ + z) and
+    Q_w(w̃), the decay λz, stochastic rounding onto fixed<1,7>) equal the same steps computed
+    here with the reference passes, bit for bit; fetch_net carries the offset and its scale,
+    and the master weights are left alone."""
+    w0 = net.params()
+    configure_net(acc, net, w0, _settings())
+    layers, fmt = net.layers(), FixedFormat(1, 7)
+    anchor, full = kernel_layout(layers, w0), kernel_layout(layers, net.loss_grad(w0)[1])
+    scale = float(np.linalg.norm(full)) / fmt.max_value       # μ = 1: a range of ±‖g̃‖
+    acc.recentre_net(anchor, full, scale, "fixed<1,7>")
+    order = np.arange(30, 36, dtype=np.uint32)
+    report = acc.run_net_epoch(epoch=4, step_size=ALPHA, batch_size=2, order=order, algorithm="halp")
+    state = acc.fetch_net()
+    rng, q = LaneRNG(SEED, 4, 4), np.zeros(net.n_params)
+    for t in range(3):
+        idx, z = order[2 * t:2 * t + 2], scale * q
+        v = flat(reference_grad(net, split(net, anchor + z), idx)) - flat(reference_grad(net, split(net, anchor), idx))
+        q = add(q, -((ALPHA / scale) * (v + L2 * z + full)), fmt, "stochastic", rng=rng)
+    assert np.array_equal(state.offset, q) and np.count_nonzero(q) > net.n_params // 10
+    assert state.scale == scale and state.offset_format == "fixed<1,7>"
+    assert np.array_equal(state.weights, quantize(anchor, F.update))
+    # two passes per step, each B·(fan_in+1)·fan_out products forward and twice that backward
+    assert report.steps == 3 and report.ops["mul fp8_ibm*fp8_ibm"] == 3 * 2 * 3 * 2 * net.n_params
+    assert report.ops["rng bits"] == 3 * 32 * net.n_params and report.ops["round fixed<1,7> stochastic"] == 3 * net.n_params
+    assert report.memory["anchor read"] == (3 + 1) * 8 * net.n_params and report.memory["offset write"] == 3 * net.n_params
+    # a second recentre starts the offset at 0 again
+    acc.recentre_net(anchor, full, scale, "fixed<1,7>")
+    assert not np.any(acc.fetch_net().offset)
+
+
+def flat(grads: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([g.ravel() for g in grads])
+
+
 def _refused(acc, msg, code: str, match: str) -> None:
     with pytest.raises(AcceleratorError, match=match) as err:
         acc._client.request(msg)
@@ -168,6 +204,8 @@ def test_bad_network_requests_get_errors_and_the_daemon_serves_on(acc, net):
     _refused(acc, NetGrad(weights=w, batch=idx), "bad_state", r"needs all 1438 rows loaded first \(0 of 1438")
     _refused(acc, Fetch(), "bad_state", "fetch needs configure first: this session is configured for a network")
     x, y = net.x.numpy(), net.y.numpy()
+    _refused(acc, RecentreNet(anchor=w, full_grad=w, scale=0.5, offset_format="fixed<1,7>"), "bad_state",
+             r"recentre_net needs all 1438 rows loaded first")
     _refused(acc, LoadData(start=0, x=x[:, :5], y=y), "bad_shape", "x has shape")
     _refused(acc, LoadData(start=0, x=x, y=np.full(len(y), 10)), "bad_value", "labels must be integers 0..9")
     acc.load(x, y)
@@ -177,6 +215,16 @@ def test_bad_network_requests_get_errors_and_the_daemon_serves_on(acc, net):
              "a minibatch of 300000 samples takes 19500000 values")
     _refused(acc, RunNetEpoch(epoch=1, steps=2, step_size=0.1, batch_size=2, order=idx[:3]), "bad_shape",
              "order has shape")
+    _refused(acc, RunNetEpoch(epoch=1, steps=2, step_size=0.1, batch_size=2, order=idx, algorithm="halp"),
+             "bad_state", "run_net_epoch with algorithm halp needs recentre_net first")
+    assert acc.fetch_net().offset is None
+    for change, code, match in (
+            (dict(anchor=w[:-1]), "bad_shape", "anchor has shape"),
+            (dict(full_grad=w[:5]), "bad_shape", "full_grad has shape"),
+            (dict(offset_format="fp8_ibm"), "bad_value", "offset_format must be a signed fixed format"),
+            (dict(offset_format="fixed<2,16>"), "bad_value", "of at most 16 bits; got fixed<2,16>")):
+        _refused(acc, RecentreNet(**{**dict(anchor=w, full_grad=w, scale=0.5, offset_format="fixed<1,7>"), **change}),
+                 code, match)
     _refused(acc, RunEpoch(algorithm="sgd", epoch=1, steps=1, step_size=0.1, batch_size=1, order=idx[:1]),
              "bad_state", "configured for a network")
     assert acc.net_grad(w, idx).grad.shape == w.shape      # still serving, state kept

@@ -53,7 +53,7 @@ def test_train_config_fields_are_the_declared_settings_in_order():
                                      "halp, mixed; got ('svrg', 'svrg')"),
     ("model", "mlp:0", "model: choose one of linear, logistic, softmax, or a network mlp:W[,W...] (ReLU "
                        "hidden layers of those widths) or cnn; got 'mlp:0'"),
-    ("recipe", "fp4", "recipe: choose one of fp8-ibm; got 'fp4'"),
+    ("recipe", "fp4", "recipe: choose one of fp8-ibm, fp8-ibm-nochunk; got 'fp4'"),
     ("dataset", "mnist", "dataset: choose one of digits, breast_cancer, diabetes, synthetic_linear, "
                          "synthetic_logistic, synthetic_softmax or a path to a .npz file; got 'mnist'"),
     ("mu_rule", "wide", "mu_rule: choose one of widen, fixed; got 'wide'"),
