@@ -65,7 +65,6 @@ thread against 7 ms with two.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -85,6 +84,7 @@ from host.optimizers import epoch_order
 from host.recipes import RECIPES
 from host.reference import relative_gap
 from host.scheduler import halp_mu
+from host.settings import SETTINGS
 from protocol.codec import encode
 from protocol.formats import FixedFormat, parse_format
 from protocol.messages import NetGrad, NetGradient
@@ -175,15 +175,8 @@ def resolve(cfg: NetSettings) -> dict[str, Any]:
     if spec_of(cfg).kind != "mlp" and any(a in NET_ACCELERATOR_ALGORITHMS for a in algos):
         bad("algorithms", f"the accelerator runs dense networks (mlp:W[,W...]) only; {cfg.model} has "
                           f"convolutions: train it with {', '.join(HOST_ALGORITHMS)}")
-    for name, lo, hi in (("epochs", 1, 10**6), ("seed", 0, 2**64 - 1), ("batch_size", 1, 2**31 - 1)):
-        if not (isinstance(getattr(cfg, name), int) and lo <= getattr(cfg, name) <= hi):
-            bad(name, f"an integer from {lo} to {hi}")
-    if cfg.inner_steps is not None and not (isinstance(cfg.inner_steps, int) and cfg.inner_steps >= 1):
-        bad("inner_steps", "an integer >= 1 (or unset: one pass per epoch)")
-    if cfg.step_size is not None and not (math.isfinite(cfg.step_size) and cfg.step_size > 0):
-        bad("step_size", "a finite number > 0 (or unset for the default rule)")
-    if not (math.isfinite(cfg.l2) and cfg.l2 >= 0):
-        bad("l2", "a finite number >= 0")
+    for name in ("epochs", "seed", "batch_size", "inner_steps", "step_size", "l2"):
+        SETTINGS[name].check(getattr(cfg, name))      # the bounds declared once, as for linear models
     if "halp" in algos and cfg.mu is None and cfg.l2 == 0:
         bad("mu", "HALP's default μ = 10λ needs l2 > 0; set mu explicitly")
     return {"dataset": cfg.dataset, "model": str(parse_spec(cfg.model)), "algorithms": list(algos),
