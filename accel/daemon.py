@@ -270,21 +270,15 @@ class Daemon:
     # ---- networks (accel.backends.net; docs/accelerator.md, "Networks on the accelerator") ----
 
     def _on_configure_net(self, msg: ConfigureNet) -> Ack:
-        from accel.backends.net import ACTIVATIONS, DenseLayer, NetKernel, check_layers
+        from accel.backends.net import NetKernel, check_layers, layer_of
         from accel.spec.layer import LayerFormats
 
         limits = self.caps.limits
         if "max_net_params" not in limits:
             raise ProtocolError("bad_value", f"the {self.backend_name} backend does not run networks "
                                              "(its capabilities announce no max_net_params)")
-        layers = []
-        for i, lay in enumerate(msg.layers if len(msg.layers) <= 64 else ()):
-            if not (isinstance(lay, list) and len(lay) == 3 and all(type(v) is int and 1 <= v <= limits["max_features"]
-                                                                    for v in lay[:2]) and lay[2] in ACTIVATIONS):
-                raise ProtocolError("bad_value", f"layers[{i}] must be [fan_in, fan_out, activation]: integers "
-                                                 f"1..{limits['max_features']} and one of {'/'.join(ACTIVATIONS)}; "
-                                                 f"got {lay!r:.100}")
-            layers.append(DenseLayer(*lay))
+        layers = [layer_of(i, lay, limits["max_features"])
+                  for i, lay in enumerate(msg.layers if len(msg.layers) <= 64 else ())]
         if not 1 <= len(msg.layers) <= 64:
             raise ProtocolError("bad_value", f"layers: 1 to 64 layers; got {len(msg.layers)}")
         check_layers(layers)
@@ -333,7 +327,7 @@ class Daemon:
     def _indices(self, name: str, idx: np.ndarray, batch: int) -> None:
         """Refuse indices out of range, and a minibatch whose activations would take more than
         NET_BATCH_ELEMENTS values in one layer (the work memory of a step)."""
-        widest = max(max(lay.fan_in, lay.fan_out) + 1 for lay in self.net.layers)
+        widest = max(lay.work for lay in self.net.layers)
         if batch * widest > NET_BATCH_ELEMENTS:
             raise ProtocolError("too_large", f"a minibatch of {batch} samples takes {batch * widest} values in "
                                              f"the widest layer, over the accelerator's {NET_BATCH_ELEMENTS}")
@@ -345,11 +339,25 @@ class Daemon:
         self._shape("weights", msg.weights, (self.net.n_params,))
         if msg.batch.size == 0:
             raise ProtocolError("bad_shape", "batch has no samples")
-        self._indices("batch", msg.batch, msg.batch.size)
+        steps = msg.steps or 1           # since 1.6: local steps (accel.backends.net, "Local steps")
+        if steps > 1:
+            for name in ("step_size", "epoch", "first_step"):
+                if getattr(msg, name) is None:
+                    raise ProtocolError("missing_field", f"net_grad.{name}: required when steps > 1 "
+                                                         f"(steps = {steps})")
+            if msg.batch.size % steps:
+                raise ProtocolError("bad_value", f"net_grad.batch: {msg.batch.size} indices are not a multiple "
+                                                 f"of steps = {steps}")
+        batch = msg.batch.size // steps
+        self._indices("batch", msg.batch, batch)
         started = time.perf_counter()
-        grad, loss = self.net.gradient(msg.weights, msg.batch)
+        if steps == 1:
+            grad, loss = self.net.gradient(msg.weights, msg.batch)
+        else:
+            grad, loss = self.net.local_steps(msg.weights, msg.batch, steps, msg.step_size, msg.epoch,
+                                              msg.first_step)
         seconds = time.perf_counter() - started
-        ops, memory = self.net.counts(msg.batch.size, update=False)
+        ops, memory = self.net.counts(batch, update=False) if steps == 1 else self.net.local_counts(batch, steps)
         return NetGradient(grad=grad, loss=loss if np.isfinite(loss) else None, ops={**ops, **self.net.swamped_ops()},
                            memory=dict(memory), work={"seconds": seconds})
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import signal
 import tempfile
 from pathlib import Path
@@ -282,6 +283,9 @@ def _train(cfg: Any, run: dict[str, Any], connect: Optional[str], curve: Any = N
                     connect = launch()
                     recovery.rewind("restart", restart=restart + 1, reason=notice,
                                     relaunch_seconds=round(time.perf_counter() - started, 3))
+            # The result's records are final: a network's gaps (host/deep.py fill_gaps) need every
+            # algorithm's last loss, so its records arrived without them.
+            results.rewind([dataclasses.asdict(r) for r in result.records])
             status = "completed"
             reference = result.reference_summary()
             results.write_config(*_split_settable({**result.config, **run}))
@@ -339,15 +343,19 @@ def _os_error(exc: Exception) -> str:
 
 def _launch(backend: str, fpga: Optional[str], address: str, log_dir: Path) -> tuple[Any, Any]:
     """The daemon for ``backend`` serving ``address`` and, for rtl without ``fpga``, a simulated
-    board in front of it: (daemon, board or None), their logs in ``log_dir``."""
+    board in front of it: (daemon, board or None), their logs in ``log_dir``: accel.log, or
+    accel-2.log, accel-3.log, … for the daemons after it (a restart, a resume), so a lost
+    daemon's last words are kept."""
     from cosim.launch import AcceleratorProcess, BoardProcess
 
+    tags = itertools.chain([""], (f"-{k}" for k in itertools.count(2)))
+    tag = next(t for t in tags if not (log_dir / f"accel{t}.log").exists())
     board = None
     if backend == "rtl" and fpga is None:
-        board = _start_board(BoardProcess, log_dir / "board.log")
+        board = _start_board(BoardProcess, log_dir / f"board{tag}.log")
         fpga = board.address
     try:
-        accel = AcceleratorProcess.start(address, backend=backend, fpga=fpga, log=log_dir / "accel.log")
+        accel = AcceleratorProcess.start(address, backend=backend, fpga=fpga, log=log_dir / f"accel{tag}.log")
     except BaseException:
         if board is not None:
             board.stop()

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 from cosim.tomlfile import read_toml
 from cosim.trace import message_bytes
 from protocol.formats import BlockFormat, FixedFormat, FormatError, parse_format
-from protocol.messages import ROUNDINGS
+from protocol.messages import CONV3, ROUNDINGS
 
 CATEGORIES = {"compute": "accelerator compute", "memory": "accelerator memory",
               "host": "host fp64", "link": "link"}
@@ -368,6 +368,30 @@ def net_memory_sizes(body: Mapping[str, Any], batch: int) -> dict[str, int]:
     return _Net(body, batch).sizes()
 
 
+class _NetLayer(NamedTuple):
+    """What sizes a network layer's memories, per sample where it is a count of values."""
+
+    fan_in: int
+    fan_out: int
+    params: int
+    kept: int           # activations kept for the backward: the input (a dense layer's with
+                        # its ones column), the product's output and, pooled, the pool's
+    in_flight: int      # δ into and out of the layer
+    pooled: int         # max-pool windows (their indices)
+
+
+def _net_layer(entry: Any) -> _NetLayer:
+    """A configure_net ``layers`` entry: [fan_in, fan_out, activation] or [CONV3, C_in, C_out,
+    H, W, activation, pool] (docs/accelerator.md, "Networks on the accelerator")."""
+    if entry[0] == CONV3:
+        c, co, h, w, pool = (int(entry[k]) for k in (1, 2, 3, 4, 6))
+        fan_in, z, fan_out = c * h * w, co * h * w, co * (h // pool) * (w // pool)
+        return _NetLayer(fan_in, fan_out, (9 * c + 1) * co, fan_in + z + (fan_out if pool > 1 else 0),
+                         fan_in + z, fan_out if pool > 1 else 0)
+    fi, fo = int(entry[0]), int(entry[1])
+    return _NetLayer(fi, fo, (fi + 1) * fo, fi + 1 + fo, fi + 1 + fo, 0)
+
+
 class _Net:
     """A configure_net's network: its memories and the memory traffic of its requests."""
 
@@ -375,28 +399,31 @@ class _Net:
 
     def __init__(self, body: Mapping[str, Any], batch: int) -> None:
         try:
-            self.layers = [(int(lay[0]), int(lay[1])) for lay in body["layers"]]
+            self.layers = [_net_layer(lay) for lay in body["layers"]]
             self.n, self.batch = int(body["n_samples"]), int(batch)
             self.w = {r: operand(str(body[f"{r}_format"])).bits for r in self.ROLES}
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise EnergyError(f"a configure_net request cannot size the memories ({exc}): it needs layers, "
                               "n_samples and the formats " + ", ".join(f"{r}_format" for r in self.ROLES)) from None
-        self.params = sum((fi + 1) * fo for fi, fo in self.layers)
-        classes = self.layers[-1][1]
+        self.params = sum(lay.params for lay in self.layers)
+        classes = self.layers[-1].fan_out
         self.classes, self.label_bits = classes, max(1, (classes - 1).bit_length())   # as layer_memory
+        self.offset_bits = 0       # HALP's offset format's width once a recentre_net set one
 
     def sizes(self) -> dict[str, int]:
         p, b, w, layers = self.params, self.batch, self.w, self.layers
         bits = {"weights": p * w["weights"], "master weights": p * w["update"],
                 "weight gradients": p * w["weight_grads"],
-                # every layer's input (ones column included) and output, kept for the backward
-                "activations": b * sum(fi + 1 + fo for fi, fo in layers) * w["activations"],
-                # δ in and out of the layer in flight
-                "errors": b * max(fi + 1 + fo for fi, fo in layers) * w["errors"],
+                "activations": b * sum(lay.kept for lay in layers) * w["activations"],
+                "errors": b * max(lay.in_flight for lay in layers) * w["errors"],
                 "probabilities": b * self.classes * w["acc"],
-                "data": self.n * layers[0][0] * w["activations"], "labels": self.n * self.label_bits,
+                "data": self.n * layers[0].fan_in * w["activations"], "labels": self.n * self.label_bits,
                 # HALP: w̃ and g̃ in float64, the offset at the widest offset format it accepts (16 bits)
-                "anchor": p * 64, "full gradient": p * 64, "offset": p * 16}
+                "anchor": p * 64, "full gradient": p * 64, "offset": p * 16,
+                # mixed's local steps: G, the sum of their gradients, in float64
+                "gradient sum": p * 64}
+        if indices := sum(lay.pooled for lay in layers):
+            bits["index"] = b * indices * 2                   # a max-pool's argmax, 2 bits (layer_memory)
         return {k: math.ceil(v / 8) for k, v in bits.items()}
 
     def request_bits(self, mtype: str, header: Mapping[str, Any]) -> dict[str, int]:
@@ -407,8 +434,12 @@ class _Net:
         if mtype == "load_data":
             shapes = {t["name"]: t["shape"] for t in header.get("tensors") or ()}
             rows = shapes["x"][0] if "x" in shapes else 0
-            return {"data write": rows * self.layers[0][0] * w["activations"], "labels write": rows * self.label_bits}
+            return {"data write": rows * self.layers[0].fan_in * w["activations"], "labels write": rows * self.label_bits}
         if mtype == "net_grad":
+            if ((header.get("body") or {}).get("steps") or 1) > 1:   # local steps: their own in the reply
+                return {"master weights write": p * w["update"],                # the copy, R_u(w) as sent
+                        "master weights read": p * w["update"], "weights write": p * w["weights"],  # its Q_w
+                        "gradient sum read": p * 64}                            # G for the reply
             return {"weights write": p * w["weights"],                          # Q_w(w) as sent
                     "weight gradients read": p * w["weight_grads"]}             # ΔW for the reply
         if mtype == "run_net_epoch":
@@ -416,9 +447,11 @@ class _Net:
                 return {}                                                       # in its epoch report
             return {"master weights read": p * w["update"], "weights write": p * w["weights"]}  # Q_w(w) to start
         if mtype == "recentre_net":
-            return {"anchor write": p * 64, "full gradient write": p * 64,
-                    "offset write": p * operand(str((header.get("body") or {}).get("offset_format"))).bits}
-        return {"master weights read": p * w["update"]}                         # fetch_net
+            self.offset_bits = operand(str((header.get("body") or {}).get("offset_format"))).bits
+            return {"anchor write": p * 64, "full gradient write": p * 64, "offset write": p * self.offset_bits}
+        # fetch_net: the master weights, and after a recentre_net HALP's offset with them (net_state)
+        return {"master weights read": p * w["update"], **({"offset read": p * self.offset_bits}
+                                                            if self.offset_bits else {})}
 
 
 def access_price(size: int, model: EnergyModel) -> Price:
@@ -751,7 +784,7 @@ class _Accountant:
                          "counted): the host's float64 work is not included")
         elif self.host_missing:
             notes.append(f"the epoch records of {', '.join(self.host_missing)} carry no host_ops (a network's "
-                         "host algorithms): their host float64 work is not included")
+                         "host algorithms before they were counted): their host float64 work is not included")
         if self.accel_epochs and not self.memory_seen:
             notes.append("no memory figures recorded: the accelerator's epoch memory traffic is not included")
         return EnergyReport(name, self.link, {k: self.config[k] for k in CONFIG_KEYS if k in self.config},

@@ -64,9 +64,17 @@ def load_checkpoint(path: Path) -> tuple[Checkpoint, dict[str, Any]]:
                         weights={k.removeprefix("weights/"): v for k, v in arrays.items()
                                  if k.startswith("weights/")},
                         accel=None if accel is None else State(offset=arrays["accel/offset"], **accel))
-        return dataclasses.replace(ck, records=[EpochRecord(**r) for r in ck.records]), extra
+        return dataclasses.replace(ck, records=[_record(r) for r in ck.records]), extra
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path} is not a readable checkpoint ({exc})") from None
+
+
+def _record(fields: dict[str, Any]) -> Any:
+    """An epoch record from its fields: a network's NetRecord (it has a test accuracy), else an EpochRecord."""
+    if "test_accuracy" in fields:
+        from host.deep import NetRecord     # torch: only for a network's run
+        return NetRecord(**fields)
+    return EpochRecord(**fields)
 
 
 def resumable(path: Path) -> Path:

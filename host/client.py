@@ -18,6 +18,7 @@ A network (1.5+, ``docs/accelerator.md`` "Networks on the accelerator")::
     ...     acc.configure_net(layers=[[64, 128, "relu"], [128, 10, "none"]], weights=w0, ...)
     ...     acc.load(x, y)
     ...     reply = acc.net_grad(w, batch)       # .grad, .loss, .ops, .memory
+    ...     reply = acc.net_grad(w, batch, steps=4, step_size=alpha, epoch=1, first_step=0)   # 1.6+: G of 4 local steps
     ...     acc.run_net_epoch(epoch=1, step_size=alpha, batch_size=1, order=order)
     ...     acc.recentre_net(anchor, full_grad, scale, "fixed<1,7>")     # HALP: w̃, g̃, z = scale·q = 0
     ...     acc.run_net_epoch(epoch=2, step_size=alpha, batch_size=1, order=order, algorithm="halp")
@@ -36,9 +37,9 @@ import numpy as np
 
 from protocol.channel import Client
 from protocol.keys import ClientKeys
-from protocol.messages import (Capabilities, Configure, ConfigureNet, EpochReport, Fetch, FetchNet, Hello,
-                               LoadData, NetGrad, NetGradient, NetState, Promote, Recentre, RecentreNet, Restore,
-                               RunEpoch, RunNetEpoch, Shutdown, State)
+from protocol.messages import (CONV3, CONV_SINCE, Capabilities, Configure, ConfigureNet, EpochReport, Fetch,
+                               FetchNet, Hello, LoadData, NetGrad, NetGradient, NetState, Promote, Recentre,
+                               RecentreNet, Restore, RunEpoch, RunNetEpoch, Shutdown, State)
 
 # Room for the msgpack header and frame table beside a load_data chunk's two tensors.
 HEADER_ALLOWANCE = 64 * 1024
@@ -157,16 +158,27 @@ class AcceleratorClient:
 
     def configure_net(self, **fields: Any) -> None:
         """Set a network (ConfigureNet's fields). Unsupported unless the accelerator speaks 1.5
-        or later and announces networks (``max_net_params`` among its limits)."""
+        or later and announces networks (``max_net_params`` among its limits), and 1.6 or later
+        for a convolution layer."""
         self._need("a network", ConfigureNet.SINCE)
+        if any(isinstance(lay, list) and lay[:1] == [CONV3] for lay in fields.get("layers") or ()):
+            self._need("a convolution layer", CONV_SINCE)
         if "max_net_params" not in self.capabilities.limits:
             raise Unsupported(f"the {self.capabilities.backend} backend at {self.address} does not run "
                               "networks; use the emulated backend")
         self._client.request(ConfigureNet(**fields))
 
-    def net_grad(self, weights: np.ndarray, batch: np.ndarray) -> NetGradient:
-        """The network's low-precision minibatch gradient at ``weights`` (float64, flat)."""
-        return self._client.request(NetGrad(weights=weights, batch=batch))
+    def net_grad(self, weights: np.ndarray, batch: np.ndarray, *, steps: int = 1, step_size: float | None = None,
+                 epoch: int | None = None, first_step: int | None = None) -> NetGradient:
+        """The network's low-precision minibatch gradient at ``weights`` (float64, flat); with
+        ``steps`` K > 1 the sum of the gradients of K local steps of ``step_size`` over K equal
+        slices of ``batch`` (the round starting at step ``first_step`` of ``epoch``). K > 1 needs
+        an accelerator of 1.6 or later (Unsupported otherwise: an older one would ignore steps)."""
+        if steps == 1:
+            return self._client.request(NetGrad(weights=weights, batch=batch))
+        self._need("net_grad with local steps", NetGrad.STEPS_SINCE)
+        return self._client.request(NetGrad(weights=weights, batch=batch, steps=steps, step_size=step_size,
+                                            epoch=epoch, first_step=first_step))
 
     def run_net_epoch(self, *, epoch: int, step_size: float, batch_size: int, order: np.ndarray,
                       algorithm: str | None = None) -> EpochReport:

@@ -12,7 +12,9 @@ format with 4 or more fraction bits). Other real data sets are max-abs scaled pe
 [-1, 1]: the accelerator stores x in a fixed-point format, which needs a known range, and
 max-abs scaling keeps zeros at zero (unlike min-max). Regression targets are standardised.
 Synthetic linear/logistic features are scaled by one global factor instead, which keeps their
-condition number; synthetic_softmax has digits-like k/16 pixels.
+condition number; synthetic_softmax has digits-like k/16 pixels. ``digits64`` is digits with
+every pixel repeated in an 8 × 8 block (64 × 64 images): a learnable problem whose first layer
+has a fan-in of 4096, the length at which low-precision sums swamp (docs/accelerator.md).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from host.models import row_chunks
 
-BUILTIN_TASKS = {"digits": "multiclass", "breast_cancer": "binary", "diabetes": "regression",
+BUILTIN_TASKS = {"digits": "multiclass", "digits64": "multiclass", "breast_cancer": "binary", "diabetes": "regression",
                  "synthetic_linear": "regression", "synthetic_logistic": "binary",
                  "synthetic_softmax": "multiclass"}
 # synthetic_softmax draws its random numbers block by block: the block size is part of the
@@ -80,11 +82,18 @@ def load_dataset(name: str = "digits", *, samples: int = 1000, features: int = 2
     (``condition``: synthetic_linear/logistic only; ``classes``: synthetic_softmax only)."""
     if name.endswith(".npz"):
         return load_npz(name)
-    if name == "digits":
+    if name in ("digits", "digits64"):
         from sklearn.datasets import load_digits
         d = load_digits()
-        return Dataset(name, _with_bias(d.data / 16.0), d.target.astype(np.int64), "multiclass", 10,
-                       "pixels / 16 (exact k/16 values in [0, 1]); bias column appended")
+        if name == "digits":
+            return Dataset(name, _with_bias(d.data / 16.0), d.target.astype(np.int64), "multiclass", 10,
+                           "pixels / 16 (exact k/16 values in [0, 1]); bias column appended")
+        # Nearest-neighbour upscaling: row-major 64 × 64, so a sum over the pixels meets each
+        # 8 × 8 image's row in 8 runs of 8 equal values, spread over the whole length.
+        x = np.kron(d.images / 16.0, np.ones((1, 8, 8))).reshape(len(d.images), -1)
+        return Dataset(name, _with_bias(x), d.target.astype(np.int64), "multiclass", 10,
+                       "digits' pixels / 16, each repeated in an 8 × 8 block (64 × 64 images, 4096 "
+                       "features); bias column appended")
     if name == "breast_cancer":
         from sklearn.datasets import load_breast_cancer
         d = load_breast_cancer()

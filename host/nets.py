@@ -48,6 +48,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from protocol.messages import CONV3
+
 SPEC_HELP = ("mlp:W1[,W2,...] (ReLU hidden layers of positive integer widths, e.g. mlp:128 or "
              "mlp:256,128) or cnn (two 3×3 conv + ReLU + 2×2 max-pool layers, then dense)")
 CNN_CHANNELS = (6, 16)   # LeNet-5's widths
@@ -89,6 +91,14 @@ class Layer:
     def n_params(self) -> int:
         """fan_in × fan_out weights and fan_out biases."""
         return self.fan_out * (self.fan_in + 1)
+
+    def kernel_entry(self) -> list:
+        """The layer as configure_net's ``layers`` carries it: [fan_in, fan_out, activation], or
+        a convolution's [CONV3, in_channels, out_channels, height, width, activation, pool]."""
+        if self.kind == "conv":
+            channels, height, width = self.in_shape
+            return [CONV3, channels, self.fan_out, height, width, self.activation, self.pool]
+        return [self.fan_in, self.fan_out, self.activation]
 
 
 def network_layers(spec: NetSpec, n_inputs: int, n_classes: int) -> list[Layer]:
@@ -142,16 +152,12 @@ def he_uniform(module: nn.Module, layers: list[Layer], seed: int) -> None:
             m.bias.zero_()
 
 
-def _dense_only(layers: list[Layer]) -> None:
-    if any(layer.kind != "dense" for layer in layers):
-        raise ValueError("the accelerator runs dense networks (mlp:W[,W...]) only; cnn has convolutions")
-
-
 def kernel_layout(layers: list[Layer], w: np.ndarray) -> np.ndarray:
     """Flat parameters in this module's layout → the accelerator's (``configure_net``): per
     layer the (fan_in + 1) × fan_out matrix of Y = [X, 1]·W in C order, the weight transposed,
-    the bias its last row. Dense layers only (ValueError for a convolution)."""
-    _dense_only(layers)
+    the bias its last row. A convolution's is the same with fan_in = C_in·3·3: torch's
+    C_out × C_in × 3 × 3 weight is C_out rows of column c·9 + 3·ky + kx, the order of the
+    accelerator's im2col rows."""
     parts, at = [], 0
     for layer in layers:
         n = layer.fan_in * layer.fan_out
@@ -163,7 +169,6 @@ def kernel_layout(layers: list[Layer], w: np.ndarray) -> np.ndarray:
 
 def torch_layout(layers: list[Layer], v: np.ndarray) -> np.ndarray:
     """The inverse of :func:`kernel_layout`: the accelerator's flat layout → this module's."""
-    _dense_only(layers)
     parts, at = [], 0
     for layer in layers:
         m = v[at:at + layer.n_params].reshape(layer.fan_in + 1, layer.fan_out)

@@ -22,6 +22,8 @@ from host.algorithms import ALGORITHMS
 from host.datasets import BUILTIN_TASKS
 from host.models import MODELS
 from host.recipes import RECIPES as NET_RECIPES
+from host.recipes import ROLES as NET_ROLES
+from host.recipes import parse_recipe
 from host.scheduler import MU_RULES, POLICIES
 from protocol.formats import parse_format
 from protocol.messages import ROUNDINGS
@@ -185,14 +187,17 @@ TRAINING: tuple[Setting, ...] = (
     Setting("step_size", float, None, "Step size α.", above(0),
             rule="0.5/L from the data's smoothness bound", group="Training"),
     Setting("mu", float, None, "HALP's μ in δ = ‖g̃‖/(μ·max): the offset range is ±‖g̃‖/μ.", above(0),
-            rule="10λ", group="Training"),
-    Setting("mu_rule", str, "widen", "How HALP's μ moves: widen halves it after every epoch whose "
+            rule="10λ; on networks 1 (calibrated on digits)", group="Training"),
+    Setting("mu_rule", str, None, "How HALP's μ moves: widen halves it after every epoch whose "
             "offsets saturated, down to λ; fixed keeps it, as the HALP paper does.", one_of(MU_RULES),
-            group="Training"),
+            rule="widen; on networks fixed", group="Training"),
     Setting("inner_steps", int, None, "Inner steps T per epoch.", between(1, _BOUNDED),
             rule="n, one pass over the data", group="Training"),
     Setting("batch_size", int, 1, "Minibatch size B (at most n; T·B sample indices travel per epoch).",
             between(1, _BOUNDED), group="Training"),
+    Setting("sync_every", int, 1, "mixed (networks): the host sends its float64 weights every K steps; in "
+            "between, the accelerator takes K low-precision SGD steps on its own copy and returns the sum "
+            "of their gradients.", between(1, _BOUNDED), rule="1, every step", group="Training"),
     Setting("data_format", str, None, "Accelerator data format.", NUMBER_FORMAT,
             rule="fixed<IL,b-IL> with the smallest IL whose range holds max|x|", group="Accelerator"),
     Setting("offset_format", str, None, "Accelerator offset format.", NUMBER_FORMAT,
@@ -200,7 +205,10 @@ TRAINING: tuple[Setting, ...] = (
     Setting("acc_format", str, "fp32", "Accelerator accumulator and vector format.", NUMBER_FORMAT,
             group="Accelerator"),
     Setting("recipe", str, "fp8-ibm", "Networks on the accelerator (mixed, lpsgd, halp): the number format of "
-            "each tensor role of the layer kernel.", one_of(NET_RECIPES), group="Accelerator"),
+            "each tensor role of the layer kernel, a preset with any role overridden.",
+            Accepts(f"one of {', '.join(NET_RECIPES)}, optionally with role=value overrides after ':' "
+                    f"(roles {', '.join(NET_ROLES)}), e.g. fp8-ibm:acc=fp32,chunk=0", lambda v: bool(parse_recipe(v))),
+            group="Accelerator"),
     Setting("lanes", int, 16, "Accelerator lanes (random-bit streams).", between(1, 4096),
             group="Accelerator"),
     Setting("policy", str, None, "Precision scheduler: when to re-scale the offset grid or change its "

@@ -83,6 +83,9 @@ class TrainConfig:
             return
         if "mixed" in self.algorithms:
             raise ValueError(f"algorithms: mixed trains networks (model mlp:W[,W...]); got model {self.model!r}")
+        if self.sync_every != 1:
+            raise ValueError(f"sync_every: applies to mixed, which trains networks (model mlp:W[,W...]); leave it "
+                             f"at 1 for model {self.model!r}; got {self.sync_every}")
         if self.dataset in BUILTIN_TASKS:
             check_pairing(self.dataset, BUILTIN_TASKS[self.dataset], self.model)
         if self.dataset.startswith("synthetic_"):
@@ -158,12 +161,14 @@ class Checkpoint:
 
     Everything the outer loop holds at the start of the next epoch, as plain values (cosim keeps
     it on disk). For the accelerator's algorithms ``accel`` is the daemon's state as fetched after
-    the epoch, None at epoch 0 (what configure and load leave: nothing to restore).
+    the epoch, None at epoch 0 (what configure and load leave: nothing to restore). A network's
+    run (host/deep.py) keeps its NetRecords, ``w`` and ``saturated_epochs`` only: its daemon
+    state is ``w`` itself (configure_net).
     """
 
     algorithm: str
     epoch: int
-    records: list[EpochRecord]            # every record so far, this epoch's included
+    records: list                         # every record so far, this epoch's included: EpochRecord or NetRecord
     weights: dict[str, np.ndarray]        # the final weights of the algorithms before this one
     seconds: float                        # this algorithm's wall time so far (EpochRecord.seconds)
     w: np.ndarray                         # the weights (HALP: the anchor w̃) after the epoch
@@ -173,6 +178,29 @@ class Checkpoint:
     saturated_epochs: int = 0
     accel: State | None = None
     stats: list[UpdateStatistics | None] = field(default_factory=list)   # the epochs' update statistics
+
+
+def run_log(resume: Checkpoint | None, on_epoch: Callable[[Any], None] | None) -> tuple[list, dict, Callable]:
+    """What a run starts from: its records and finished algorithms' weights (a resumed run's are
+    its checkpoint's), and ``emit(record)``, which appends a record and passes it to ``on_epoch``."""
+    records: list = list(resume.records) if resume else []
+    weights: dict[str, np.ndarray] = dict(resume.weights) if resume else {}
+
+    def emit(record: Any) -> None:
+        records.append(record)
+        if on_epoch:
+            on_epoch(record)
+    return records, weights, emit
+
+
+def saver(checkpoint: Callable[[Checkpoint], None] | None, algo: str, records: list,
+          weights: dict[str, np.ndarray]) -> Callable[..., None]:
+    """``save(epoch, started, w, **loop)``: ``checkpoint`` gets the :class:`Checkpoint` after
+    ``algo``'s epoch, with ``records`` and ``weights`` as they are then (nothing without one)."""
+    def save(epoch: int, started: float, w: np.ndarray, **loop: Any) -> None:
+        if checkpoint:
+            checkpoint(Checkpoint(algo, epoch, list(records), dict(weights), time.perf_counter() - started, w, **loop))
+    return save
 
 
 def default_data_format(max_abs: float, bits: int) -> FixedFormat:
@@ -214,6 +242,7 @@ def _resolve_rules(cfg: TrainConfig, ds: Dataset, obj: Objective) -> dict[str, A
     resolved.update(
         step_size=cfg.step_size if cfg.step_size is not None else 0.5 / obj.smoothness(),
         mu=cfg.mu if cfg.mu is not None else 10.0 * cfg.l2,
+        mu_rule=cfg.mu_rule or "widen",
         inner_steps=cfg.inner_steps if cfg.inner_steps is not None else obj.n_samples,
         data_format=repr(parse_format(cfg.data_format) if cfg.data_format
                          else default_data_format(float(max(obj.x.max(), -obj.x.min())), cfg.bits)),
@@ -258,11 +287,11 @@ def train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | No
     ``energy`` policy compares; without them it weighs the operations by width.
     """
     cfg.validate()
-    if is_network(cfg.model):
-        return _train_network(cfg, connect=connect, tap=tap, session=session, curve=curve, on_epoch=on_epoch,
-                              on_start=on_start)
     if resume is not None and resume.algorithm not in cfg.algorithms:
         raise ValueError(f"the checkpoint is of algorithm {resume.algorithm!r}, which this run does not have")
+    if is_network(cfg.model):
+        return _train_network(cfg, connect=connect, tap=tap, session=session, curve=curve, on_epoch=on_epoch,
+                              on_start=on_start, checkpoint=checkpoint, resume=resume)
     # One BLAS thread: BLAS splits its reductions by thread, so the float64 bits of a run would
     # depend on the machine's core count; and idle BLAS threads busy-wait, taking the core that
     # an accelerator daemon on the same machine needs (a digits HALP epoch: 5 ms, or 20 with them).
@@ -273,21 +302,24 @@ def train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | No
 
 def _train_network(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | None,
                    session: str | None, curve: ClientKeys | None,
-                   on_epoch: Callable[[Any], None] | None, on_start: Callable[[str], None] | None) -> Any:
+                   on_epoch: Callable[[Any], None] | None, on_start: Callable[[str], None] | None,
+                   checkpoint: Callable[[Checkpoint], None] | None, resume: Checkpoint | None) -> Any:
     """A network's run (host/deep.py), through the accelerator at ``connect`` for mixed, lpsgd, halp;
-    a host.deep.NetResult. No checkpoints: a network's run starts again from the beginning."""
+    a host.deep.NetResult. Checkpoints and ``resume`` as for a linear run."""
     from host.algorithms import NET_ACCELERATOR_ALGORITHMS
     from host.deep import train_net
 
-    if not any(a in NET_ACCELERATOR_ALGORITHMS for a in cfg.algorithms):
-        return train_net(cfg, on_epoch=on_epoch, on_start=on_start)
+    run = partial(train_net, cfg, on_epoch=on_epoch, on_start=on_start, checkpoint=checkpoint, resume=resume)
+    todo = cfg.algorithms[cfg.algorithms.index(resume.algorithm):] if resume else cfg.algorithms
+    if not any(a in NET_ACCELERATOR_ALGORITHMS for a in todo):
+        return run()
     if not connect:
         raise ValueError("algorithms mixed, lpsgd and halp run on the accelerator: pass connect=ADDRESS of a running daemon")
     with AcceleratorClient(connect, timeout=cfg.timeout, session=session, tap=tap, curve=curve) as acc:
         caps = KernelCapabilities.from_message(acc.hello())
         if caps is not None:
             check_capabilities(caps, {"model": cfg.model})
-        return train_net(cfg, on_epoch=on_epoch, on_start=on_start, acc=acc)
+        return run(acc=acc)
 
 
 def _train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | None, session: str | None,
@@ -302,22 +334,7 @@ def _train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | N
                          "run on the accelerator: pass connect=ADDRESS of a running daemon")
     ds, obj = _problem(cfg)
     resolved = _resolve_rules(cfg, ds, obj)
-    records: list[EpochRecord] = list(resume.records) if resume else []
-    weights: dict[str, np.ndarray] = dict(resume.weights) if resume else {}
-
-    def emit(record: EpochRecord) -> None:
-        records.append(record)
-        if on_epoch:
-            on_epoch(record)
-
-    def saver(algo: str) -> Callable[..., None]:
-        """``save(epoch, started, w, **loop)``: the checkpoint after ``algo``'s epoch."""
-        def save(epoch: int, started: float, w: np.ndarray, **loop: Any) -> None:
-            if checkpoint:
-                checkpoint(Checkpoint(algo, epoch, list(records), dict(weights),
-                                      time.perf_counter() - started, w, **loop))
-        return save
-
+    records, weights, emit = run_log(resume, on_epoch)
     acc = AcceleratorClient(connect, timeout=cfg.timeout, session=session, tap=tap,
                             curve=curve) if needs_accel else None
     try:
@@ -338,7 +355,7 @@ def _train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | N
             if on_start and mine is None:
                 on_start(algo)
             run = _run_host if algo in HOST_ALGORITHMS else partial(_run_accel, costs=costs.get(algo))
-            weights[algo] = run(algo, obj, ref, resolved, emit, acc, saver(algo), mine)
+            weights[algo] = run(algo, obj, ref, resolved, emit, acc, saver(checkpoint, algo, records, weights), mine)
     finally:
         if acc is not None:
             acc.close()

@@ -6,11 +6,11 @@ Example::
     >>> frames = encode(Fetch(), seq=2, session="run-1")
     >>> env, msg = decode(frames)
     >>> env.type, env.seq, env.version, msg
-    ('fetch', 2, (1, 5), Fetch())
+    ('fetch', 2, (1, 6), Fetch())
 
 Frame 0 is the header, a msgpack map with exactly these keys::
 
-    {"v": [1, 5], "type": "load_data", "seq": 3, "session": "run-1",
+    {"v": [1, 6], "type": "load_data", "seq": 3, "session": "run-1",
      "body": {"start": 0},                                   # scalar fields
      "tensors": [{"name": "x", "dtype": "<f8", "shape": [100, 64], "frame": 1}, ...]}
 
@@ -35,12 +35,12 @@ play an older or newer peer. A receiver refuses another major (``bad_version``);
 of a higher minor it ignores body fields and tensors it does not know, and still validates
 every one it does. Example::
 
-    >>> frames = encode(Fetch(), seq=2, session="run-1", version=(1, 5))
+    >>> frames = encode(Fetch(), seq=2, session="run-1", version=(1, 6))
     >>> decode(frames)[0].version
-    (1, 5)
+    (1, 6)
     >>> decode(encode(Fetch(), 2, "run-1", version=(2, 0)))
     Traceback (most recent call last):
-    protocol.codec.ProtocolError: bad_version: protocol version 2.0; this side speaks 1.5 (majors must match)
+    protocol.codec.ProtocolError: bad_version: protocol version 2.0; this side speaks 1.6 (majors must match)
 
 Split tensors (since 1.5)::
 

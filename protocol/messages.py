@@ -21,11 +21,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL_VERSION = (1, 5)   # (major, minor); docs/protocol.md, "Versions"
+PROTOCOL_VERSION = (1, 6)   # (major, minor); docs/protocol.md, "Versions"
 
 PROBLEMS = ("linear", "logistic", "softmax")
 ALGORITHMS = ("sgd", "svrg")
 NET_ALGORITHMS = ("sgd", "halp")   # run_net_epoch's steps (since 1.5)
+CONV3 = "conv3"          # configure_net's convolution layer entry, since CONV_SINCE
+CONV_SINCE = (1, 6)
 ROUNDINGS = ("nearest_even", "nearest_away", "toward_zero", "up", "down", "odd", "stochastic")
 
 
@@ -220,13 +222,17 @@ class Bye(Message):
 
 @dataclass(frozen=True)
 class ConfigureNet(Message):
-    """Since 1.5: set a dense network, its layer kernel formats (accel.spec.layer.LayerFormats
+    """Since 1.5: set a network, its layer kernel formats (accel.spec.layer.LayerFormats
     roles), the generator and the starting weights; clears data and state as configure does.
-    ``layers``: [fan_in, fan_out, activation] per layer, activation "relu" on hidden layers and
-    "none" on the last. ``weights``: every parameter, flat, layer after layer, each layer's
-    (fan_in + 1) × fan_out matrix in C order, its last row the biases; held as the master
-    weights, rounded to nearest-even into ``update_format``. The data then comes by load_data
-    (x: n_samples × the first fan_in; y: class labels below the last fan_out)."""
+    ``layers``: per layer [fan_in, fan_out, activation] (dense) or, since 1.6,
+    ["conv3", in_channels, out_channels, height, width, activation, pool] (a 3×3 convolution
+    with padding 1 on C × H × W images, flat in C order, then a pool × pool max-pool, pool 1 or
+    2; its fan_in C·H·W, its fan_out C_out·(H/pool)·(W/pool)); activation "relu" on hidden
+    layers and "none" on the last, which is dense. ``weights``: every parameter, flat, layer
+    after layer, each layer's (fan_in + 1) × fan_out (a convolution's (9·in_channels + 1) ×
+    out_channels, row c·9 + 3·ky + kx) matrix in C order, its last row the biases; held as the
+    master weights, rounded to nearest-even into ``update_format``. The data then comes by
+    load_data (x: n_samples × the first fan_in; y: class labels below the last fan_out)."""
     TYPE: ClassVar[str] = "configure_net"
     REPLY: ClassVar[str] = "ack"
     SINCE: ClassVar[tuple[int, int]] = (1, 5)   # older peers refuse the type (unknown_type)
@@ -251,12 +257,24 @@ class ConfigureNet(Message):
 class NetGrad(Message):
     """Since 1.5: the minibatch gradient of the configured network at ``weights`` (float64, in
     configure_net's layout; rounded to nearest-even into the weights format) over the samples
-    ``batch``; the master weights are left alone."""
+    ``batch``; the master weights are left alone. Since 1.6, with ``steps`` K > 1 (local steps,
+    docs/accelerator.md): ``weights`` rounded to nearest-even into the update format is a
+    low-precision copy that takes K LP-SGD steps of ``step_size``, minibatch k the k-th of K equal
+    slices of ``batch``, and the reply's grad is the float64 sum of the K gradients."""
     TYPE: ClassVar[str] = "net_grad"
     REPLY: ClassVar[str] = "net_gradient"
     SINCE: ClassVar[tuple[int, int]] = (1, 5)
+    STEPS_SINCE: ClassVar[tuple[int, int]] = (1, 6)   # steps > 1: an older peer would ignore it
     weights: np.ndarray = _f(Tensor(("<f8",), 1))
     batch: np.ndarray = _f(Tensor(INDICES, 1))
+    # Since 1.6, local steps (absent: 1, today's single gradient). With steps > 1, len(batch) is
+    # a multiple of it and step_size, epoch and first_step are required: the copy's step size α and
+    # its stochastic rounding's generator, the stream of the round whose first step is first_step
+    # of epoch ``epoch`` (docs/accelerator.md, "Local steps"). Unused with steps = 1.
+    steps: int | None = _f(Scalar("int", optional=True, lo=1, hi=2**31 - 1))
+    step_size: float | None = _f(Scalar("float", optional=True, positive=True))
+    epoch: int | None = _f(Scalar("int", optional=True, lo=0))
+    first_step: int | None = _f(Scalar("int", optional=True, lo=0, hi=2**32 - 1))
 
 
 @dataclass(frozen=True)
@@ -369,7 +387,9 @@ class State(Message):
 class NetGradient(Message):
     """Since 1.5, the reply to net_grad: the gradient (configure_net's layout, values of the
     weight-gradient format, exact in float64), the minibatch's mean cross-entropy (a float64
-    monitor) and the request's operations and memory traffic (keys as in epoch_report)."""
+    monitor) and the request's operations and memory traffic (keys as in epoch_report). Since
+    1.6, with local steps: G, the float64 sum of their gradients, the mean of their minibatches'
+    losses, and the counts of every step."""
     TYPE: ClassVar[str] = "net_gradient"
     SINCE: ClassVar[tuple[int, int]] = (1, 5)
     grad: np.ndarray = _f(Tensor(("<f8",), 1))

@@ -45,7 +45,9 @@ Layers (X: B × fan_in, W: fan_in × fan_out; images B × C × H × W):
   index 0–3; backward routes δ to that index, +0 elsewhere (compares and data movement);
 - 3×3 convolution, padding 1: :func:`im2col3` lays out each output pixel's 3×3×C inputs as
   a row (zeros outside the image; data movement, no arithmetic), so the convolution is the
-  dense product with W of (9·C_in) × C_out, row index c·9 + 3·ky + kx. Its δX is again a
+  dense product with W of (9·C_in) × C_out, row index c·9 + 3·ky + kx. A W of 9·C_in + 1
+  rows carries a bias as its last row, against a column of ones appended to the im2col rows
+  (as a network's dense layer carries its own). Its δX is again a
   convolution: im2col3 of δY times the kernel turned by 180° with channels swapped, so every
   sum keeps the dense rule (fan-in order o, ky, kx); ΔW sums over the B·H·W pixels in order;
 - softmax cross-entropy: p = softmax(R(z)) by :func:`accel.spec.nonlinear.softmax` in
@@ -70,6 +72,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 from accel.numerics import accumulate, quantize
 from accel.numerics.arith import add, check_exact
@@ -102,7 +105,8 @@ __all__ = [
     "weight_update",
 ]
 
-Gemm = Callable[[np.ndarray, np.ndarray, FloatFormat, "int | None"], np.ndarray]
+# (a, b, acc, chunk[, into]) → the product, rounded into ``into`` when given (see :func:`matmul`).
+Gemm = Callable[..., np.ndarray]
 
 # The products' operands are at most this wide: narrow inputs, whose products float64 holds.
 OPERAND_BITS = 16
@@ -224,9 +228,40 @@ RECIPES["fp8-ibm-nochunk"] = LayerFormats(weights="fp8_ibm", activations="fp8_ib
                                           update="fp16_ibm", update_rounding="stochastic")
 
 
+@njit(cache=True)
+def _off_grid(bits: np.ndarray, man_bits: int, emin: int, qsub: int, max_bits: int, has_inf: bool) -> int:
+    """How many of these float64 bit patterns are not values of a float format, NaN passing:
+    those above its largest value, and those with a significand bit below their grid step
+    2^q (q = e − man_bits in the normal range, the subnormal step qsub below it), i.e. the
+    values that rounding would change. One branch-free pass over the bits, no temporaries."""
+    mask52 = np.int64((1 << 52) - 1)
+    inf_bits = np.int64(0x7FF) << np.int64(52)
+    bad = 0
+    for i in range(np.uint64(bits.shape[0])):
+        a = bits[i] & np.int64(0x7FFF_FFFF_FFFF_FFFF)
+        field = a >> np.int64(52)
+        sig = (a & mask52) | (np.int64(field != 0) << np.int64(52))
+        e = field - np.int64(1023)
+        q = e - man_bits if e >= emin else np.int64(qsub)
+        drop = min(max(q - (max(field, np.int64(1)) - np.int64(1075)), np.int64(0)), np.int64(63))
+        on_grid = (a <= max_bits) & ((sig & ((np.int64(1) << drop) - np.int64(1))) == np.int64(0))
+        bad += not (on_grid | (a > inf_bits) | ((a == inf_bits) & has_inf))
+    return bad
+
+
+def _not_values(x: np.ndarray, fmt: FloatFormat) -> int:
+    """How many elements of the float64 array ``x`` are not values of ``fmt`` (NaN passes),
+    for a format whose grid float64 holds in its normal range (emin ≥ −1022)."""
+    qsub = fmt.emin - (fmt.man_bits if fmt.subnormals else 0)
+    return _off_grid(x.ravel(order="K").view(np.int64), fmt.man_bits, fmt.emin, qsub,
+                     int(np.array(fmt.max_value).view(np.int64)), fmt.has_inf)
+
+
 def _values(x, fmt: Format, role: str) -> np.ndarray:
     """``x`` as float64, refused unless every element is a value of ``fmt`` (NaN passes)."""
     x = np.asarray(x, dtype=np.float64)
+    if isinstance(fmt, FloatFormat) and fmt.emin >= -1022 and not _not_values(x, fmt):
+        return x                     # the common case, in one compiled pass
     # Every format holds 0, and quantize takes its slow path on zeros: probe a value it holds.
     probe = np.where(x == 0, fmt.max_value, x)
     ok = quantize(probe, fmt) == probe
@@ -243,8 +278,9 @@ def _matrix(x: np.ndarray, role: str) -> None:
         raise KernelError(f"{role} must be a matrix; got shape {x.shape}")
 
 
-def matmul(a: np.ndarray, b: np.ndarray, acc: FloatFormat, chunk: int | None) -> np.ndarray:
-    """C = a·b (M × K times K × N): exact products, summed in ``acc`` by the chunk rule.
+def matmul(a: np.ndarray, b: np.ndarray, acc: FloatFormat, chunk: int | None, into: Format | None = None) -> np.ndarray:
+    """C = a·b (M × K times K × N): exact products, summed in ``acc`` by the chunk rule, then
+    rounded once to nearest-even into ``into`` (None: the sums themselves).
 
         >>> matmul(np.ones((1, 4096)), np.ones((4096, 1)), PRESETS["fp16_ibm"], None)   # swamped
         array([[1024.]])
@@ -252,12 +288,13 @@ def matmul(a: np.ndarray, b: np.ndarray, acc: FloatFormat, chunk: int | None) ->
         array([[4096.]])
 
     The operands must be values of formats whose products are exact (:func:`product_problem`);
-    the result holds ``acc`` values, float64, M × N.
+    the result holds ``acc`` values (or ``into``'s), float64, M × N.
     """
     if a.shape[1] != b.shape[0]:
         raise KernelError(f"cannot multiply {a.shape[0]}×{a.shape[1]} by {b.shape[0]}×{b.shape[1]}")
     terms = a[:, None, :] * b.T[None, :, :]          # exact: (M, N, K)
-    return np.asarray(accumulate(terms, acc=acc, chunk=chunk or None)).reshape(a.shape[0], b.shape[1])
+    sums = np.asarray(accumulate(terms, acc=acc, chunk=chunk or None)).reshape(a.shape[0], b.shape[1])
+    return sums if into is None else quantize(sums, into)
 
 
 def swamped_adds(a: np.ndarray, b: np.ndarray, acc: FloatFormat, chunk: int | None) -> int:
@@ -299,7 +336,7 @@ def dense_forward(X, W, fmts: LayerFormats, gemm: Gemm = matmul) -> np.ndarray:
     X, W = _values(X, fmts.activations, "activations"), _values(W, fmts.weights, "weights")
     _matrix(X, "activations")
     _matrix(W, "weights")
-    return quantize(gemm(X, W, fmts.acc, fmts.chunk), fmts.activations)
+    return gemm(X, W, fmts.acc, fmts.chunk, fmts.activations)
 
 
 def dense_backward(X, W, dY, fmts: LayerFormats, gemm: Gemm = matmul) -> tuple[np.ndarray, np.ndarray]:
@@ -308,8 +345,8 @@ def dense_backward(X, W, dY, fmts: LayerFormats, gemm: Gemm = matmul) -> tuple[n
     dY = _values(dY, fmts.errors, "errors")
     for x, role in ((X, "activations"), (W, "weights"), (dY, "errors")):
         _matrix(x, role)
-    dX = quantize(gemm(dY, np.ascontiguousarray(W.T), fmts.acc, fmts.chunk), fmts.errors)
-    dW = quantize(gemm(np.ascontiguousarray(X.T), dY, fmts.acc, fmts.chunk), fmts.weight_grads)
+    dX = gemm(dY, W.T, fmts.acc, fmts.chunk, fmts.errors)     # transposed views: a gemm lays them
+    dW = gemm(X.T, dY, fmts.acc, fmts.chunk, fmts.weight_grads)   # out as it reads them
     return dX, dW
 
 
@@ -356,17 +393,26 @@ def im2col3(x: np.ndarray) -> np.ndarray:
     """B × C × H × W → (B·H·W) × (9·C): row (b, i, j) holds x[b, c, i+ky−1, j+kx−1] at column
     c·9 + 3·ky + kx, zero outside the image (padding 1). Data movement only."""
     b, c, h, w = _image_shape(x)
-    padded = np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    padded = np.zeros((b, c, h + 2, w + 2))          # np.pad costs ~30× this on a small image
+    padded[:, :, 1:-1, 1:-1] = x
     win = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))   # B, C, H, W, 3, 3
     return np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(b * h * w, 9 * c)
 
 
-def _conv_weights(W: np.ndarray, channels: int) -> int:
-    """C_out of a (9·C_in) × C_out kernel, checked against the images' C_in."""
+def _conv_weights(W: np.ndarray, channels: int) -> tuple[int, bool]:
+    """(C_out, whether a bias row follows) of a (9·C_in [+ 1]) × C_out kernel, checked against
+    the images' C_in."""
     _matrix(W, "weights")
-    if W.shape[0] != 9 * channels:
-        raise KernelError(f"a 3×3 kernel for {channels} input channels has {9 * channels} rows; got {W.shape[0]}")
-    return W.shape[1]
+    if W.shape[0] not in (9 * channels, 9 * channels + 1):
+        raise KernelError(f"a 3×3 kernel for {channels} input channels has {9 * channels} rows "
+                          f"({9 * channels + 1} with a bias row); got {W.shape[0]}")
+    return W.shape[1], W.shape[0] > 9 * channels
+
+
+def _im2col3_ones(x: np.ndarray, bias: bool) -> np.ndarray:
+    """:func:`im2col3` of ``x``, with a column of ones appended for a bias row."""
+    cols = im2col3(x)
+    return np.concatenate([cols, np.ones((cols.shape[0], 1))], axis=1) if bias else cols
 
 
 def _image(rows: np.ndarray, b: int, h: int, w: int) -> np.ndarray:
@@ -375,29 +421,33 @@ def _image(rows: np.ndarray, b: int, h: int, w: int) -> np.ndarray:
 
 
 def conv3_forward(X, W, fmts: LayerFormats, gemm: Gemm = matmul) -> np.ndarray:
-    """Y = Q_act(conv3×3(X, W)), padding 1: B × C_in × H × W images, W (9·C_in) × C_out."""
+    """Y = Q_act(conv3×3(X, W)), padding 1: B × C_in × H × W images, W (9·C_in) × C_out, or
+    (9·C_in + 1) × C_out with the bias as its last row."""
     X, W = _values(X, fmts.activations, "activations"), _values(W, fmts.weights, "weights")
     b, c, h, w = _image_shape(X)
-    _conv_weights(W, c)
-    return _image(quantize(gemm(im2col3(X), W, fmts.acc, fmts.chunk), fmts.activations), b, h, w)
+    _, bias = _conv_weights(W, c)
+    return _image(quantize(gemm(_im2col3_ones(X, bias), W, fmts.acc, fmts.chunk), fmts.activations), b, h, w)
 
 
 def conv3_backward(X, W, dY, fmts: LayerFormats, gemm: Gemm = matmul) -> tuple[np.ndarray, np.ndarray]:
     """(δX, ΔW) of :func:`conv3_forward`; δY is B × C_out × H × W.
 
     δX = Q_err(im2col3(δY)·W'), W'[(o, ky, kx), c] = W[(c, 2−ky, 2−kx), o]: the transposed
-    convolution is the 180°-turned kernel with the channels swapped. ΔW = Q_wg(im2col3(X)ᵀ·δY).
+    convolution is the 180°-turned kernel with the channels swapped (a bias row takes no part).
+    ΔW = Q_wg(im2col3(X)ᵀ·δY), with the ones column's row (the bias's) last when W has one.
     """
     X, W = _values(X, fmts.activations, "activations"), _values(W, fmts.weights, "weights")
     dY = _values(dY, fmts.errors, "errors")
     b, c, h, w = _image_shape(X)
-    co = _conv_weights(W, c)
+    co, bias = _conv_weights(W, c)
     if dY.shape != (b, co, h, w):
         raise KernelError(f"errors must be {(b, co, h, w)} for these images and kernel; got {dY.shape}")
-    turned = np.ascontiguousarray(W.reshape(c, 3, 3, co)[:, ::-1, ::-1, :].transpose(3, 1, 2, 0).reshape(9 * co, c))
+    turned = np.ascontiguousarray(W[:9 * c].reshape(c, 3, 3, co)[:, ::-1, ::-1, :].transpose(3, 1, 2, 0)
+                                  .reshape(9 * co, c))
     dX = _image(quantize(gemm(im2col3(dY), turned, fmts.acc, fmts.chunk), fmts.errors), b, h, w)
     rows = np.ascontiguousarray(dY.transpose(0, 2, 3, 1).reshape(b * h * w, co))
-    dW = quantize(gemm(np.ascontiguousarray(im2col3(X).T), rows, fmts.acc, fmts.chunk), fmts.weight_grads)
+    dW = quantize(gemm(np.ascontiguousarray(_im2col3_ones(X, bias).T), rows, fmts.acc, fmts.chunk),
+                  fmts.weight_grads)
     return dX, dW
 
 
@@ -482,15 +532,16 @@ def _shape(kind: str, batch: int, fan_in: int, fan_out: int, height: int, width:
 
 
 def layer_ops(kind: str, fmts: LayerFormats, *, batch: int, fan_in: int, fan_out: int,
-              height: int = 1, width: int = 1) -> dict[str, int]:
+              height: int = 1, width: int = 1, bias: bool = False) -> dict[str, int]:
     """Operations of one layer call, keyed ``"<op> <format>[ <rounding>]"`` as in counts.py.
 
     dense: X B × fan_in, W fan_in × fan_out; conv3: fan_in = C_in, fan_out = C_out on
-    H × W images; relu, maxpool2: ``fan_in`` channels (maxpool's H × W is the input's);
+    H × W images (``bias``: W has its bias row, the products a fan-in of 9·C_in + 1);
+    relu, maxpool2: ``fan_in`` channels (maxpool's H × W is the input's);
     softmax_xent: ``fan_out`` classes; update: a fan_in × fan_out weight matrix.
     """
     m, fi, fo = _shape(kind, batch, fan_in, fan_out, height, width)
-    f, out = fmts, Counter()
+    f, out, ones = fmts, Counter(), int(bias)
     cmp = f"cmp {f.activations!r}"
     if kind == "dense_forward":
         _gemm_ops(out, f.activations, f.weights, f.activations, f.acc, f.chunk, batch, fi, fo)
@@ -498,10 +549,10 @@ def layer_ops(kind: str, fmts: LayerFormats, *, batch: int, fan_in: int, fan_out
         _gemm_ops(out, f.errors, f.weights, f.errors, f.acc, f.chunk, batch, fo, fi)
         _gemm_ops(out, f.activations, f.errors, f.weight_grads, f.acc, f.chunk, fi, batch, fo)
     elif kind == "conv3_forward":
-        _gemm_ops(out, f.activations, f.weights, f.activations, f.acc, f.chunk, m, 9 * fi, fo)
+        _gemm_ops(out, f.activations, f.weights, f.activations, f.acc, f.chunk, m, 9 * fi + ones, fo)
     elif kind == "conv3_backward":
         _gemm_ops(out, f.errors, f.weights, f.errors, f.acc, f.chunk, m, 9 * fo, fi)
-        _gemm_ops(out, f.activations, f.errors, f.weight_grads, f.acc, f.chunk, 9 * fi, m, fo)
+        _gemm_ops(out, f.activations, f.errors, f.weight_grads, f.acc, f.chunk, 9 * fi + ones, m, fo)
     elif kind in ("relu_forward", "relu_backward"):
         out[cmp] += m * fi                        # x > 0 (the backward tests the forward's input)
     elif kind == "maxpool2_forward":
@@ -530,27 +581,30 @@ def layer_ops(kind: str, fmts: LayerFormats, *, batch: int, fan_in: int, fan_out
 
 
 def layer_memory(kind: str, fmts: LayerFormats, *, batch: int, fan_in: int, fan_out: int,
-                 height: int = 1, width: int = 1) -> dict[str, int]:
+                 height: int = 1, width: int = 1, bias: bool = False) -> dict[str, int]:
     """Bytes read and written per role, each operand read once per use at its width.
 
     A convolution's operand is its im2col matrix (9 reads of each input pixel): the traffic of
-    a kernel without a line buffer, an upper bound. Max-pool indices take 2 bits each.
+    a kernel without a line buffer, an upper bound; with ``bias`` its ones column is read as
+    a dense layer's is. Max-pool indices take 2 bits each.
     """
     m, fi, fo = _shape(kind, batch, fan_in, fan_out, height, width)
     f, bits = fmts, Counter()
     wa, ww, we, wg, wc, wu = (f.activations.bits, f.weights.bits, f.errors.bits, f.weight_grads.bits,
                               f.acc.bits, f.update.bits)
-    taps = 9 if kind.startswith("conv3") else 1
+    conv = kind.startswith("conv3")
+    taps = 9 if conv else 1
+    rows = taps * fi + int(conv and bias)            # the product's fan-in: W's rows
     if kind in ("dense_forward", "conv3_forward"):
-        bits["activations read"] += m * taps * fi * wa
-        bits["weights read"] += taps * fi * fo * ww
+        bits["activations read"] += m * rows * wa
+        bits["weights read"] += rows * fo * ww
         bits["activations write"] += m * fo * wa
     elif kind in ("dense_backward", "conv3_backward"):
         bits["errors read"] += m * taps * fo * we + m * fo * we      # for δX (as im2col) and for ΔW
-        bits["weights read"] += taps * fi * fo * ww
-        bits["activations read"] += m * taps * fi * wa
+        bits["weights read"] += taps * fi * fo * ww                  # δX's product: no bias row
+        bits["activations read"] += m * rows * wa
         bits["errors write"] += m * fi * we
-        bits["weight gradients write"] += taps * fi * fo * wg
+        bits["weight gradients write"] += rows * fo * wg
     elif kind == "relu_forward":
         bits["activations read"] += m * fi * wa
         bits["activations write"] += m * fi * wa

@@ -29,6 +29,7 @@ from protocol.channel import AcceleratorError, Client
 from protocol.codec import ProtocolError, decode, encode
 from protocol.formats import parse_format
 from protocol.messages import (
+    PROTOCOL_VERSION,
     Configure,
     ConfigureNet,
     EpochReport,
@@ -40,6 +41,7 @@ from protocol.messages import (
     NetGradient,
     Promote,
     Recentre,
+    RecentreNet,
     Restore,
     RunEpoch,
     RunNetEpoch,
@@ -387,19 +389,24 @@ NET_PARAMS = 71 * 6 + 7 * 3
 NET_VERSION = (1, 5)
 
 
+def fp8_configure(layers: list, w: np.ndarray, *, seed: int) -> ConfigureNet:
+    """configure_net of ``layers`` on N samples with the fp8-ibm recipe, 4 lanes, λ = 0.05."""
+    r = NET_RECIPES["fp8-ibm"]
+    return ConfigureNet(layers=layers, n_samples=N, weights_format=r["weights"],
+                        activations_format=r["activations"], errors_format=r["errors"],
+                        weight_grads_format=r["weight_grads"], acc_format=r["acc"], chunk=r["chunk"],
+                        update_format=r["update"], rounding=r["rounding"], rbits=0, lanes=4, seed=seed,
+                        l2=0.05, weights=w)
+
+
 def net_scenario() -> list:
     """One network session with the fp8-ibm recipe: a refused and a good configure_net, a
     gradient before the data, a chunked load (part of it saturates), gradients of 1 and 4
     samples, a refused gradient, two LP-SGD epochs (with decay), each followed by requests."""
-    r = NET_RECIPES["fp8-ibm"]
     rng = np.random.default_rng(2)
     w = rng.standard_normal(NET_PARAMS) * 0.2
     x, y = rng.uniform(0.0, 1.0, (N, 70)), rng.integers(0, 3, N).astype(float)
-    configure = ConfigureNet(layers=NET_LAYERS, n_samples=N, weights_format=r["weights"],
-                             activations_format=r["activations"], errors_format=r["errors"],
-                             weight_grads_format=r["weight_grads"], acc_format=r["acc"], chunk=r["chunk"],
-                             update_format=r["update"], rounding=r["rounding"], rbits=0, lanes=4, seed=7,
-                             l2=0.05, weights=w)
+    configure = fp8_configure(NET_LAYERS, w, seed=7)
 
     def grad(batch: int, weights=w) -> NetGrad:
         return NetGrad(weights=weights, batch=rng.integers(0, N, batch).astype(np.uint32))
@@ -481,3 +488,82 @@ def test_the_network_scenario_exercises_its_requests(net_reference):
 
 def test_network_replies_are_pinned(net_reference):
     assert digest(net_reference) == NET_PINNED
+
+
+# ---- networks since protocol 1.6: convolutions and mixed's local steps ----------------------------
+
+CONV_LAYERS = [["conv3", 2, 3, 4, 4, "relu", 2], [12, 3, "none"]]   # 2×4×4 images → 3×2×2 → 3 classes
+CONV_PARAMS = (9 * 2 + 1) * 3 + 13 * 3
+
+
+def conv_scenario() -> list:
+    """One session on a convolutional network (fp8-ibm): configure_net with a conv3 entry (and
+    one whose chain breaks), the data, a gradient, two rounds of local steps (3 and 2 steps; one
+    refused: its batch is not a multiple of its steps), an LP-SGD epoch, a HALP epoch."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal(CONV_PARAMS) * 0.3
+    x, y = rng.uniform(0.0, 1.0, (N, 32)), rng.integers(0, 3, N).astype(float)
+    configure = fp8_configure(CONV_LAYERS, w, seed=5)
+
+    def batch(n: int) -> np.ndarray:
+        return rng.integers(0, N, n).astype(np.uint32)
+
+    def local(steps: int, n: int, first: int) -> NetGrad:
+        return NetGrad(weights=w, batch=batch(n), steps=steps, step_size=0.25, epoch=1, first_step=first)
+
+    return [
+        Hello(client="conformance"),
+        dataclasses.replace(configure, layers=[CONV_LAYERS[0], [8, 3, "none"]]),    # refused: 12 ≠ 8
+        configure,
+        LoadData(start=0, x=x, y=y),
+        NetGrad(weights=w, batch=batch(2)),
+        local(3, 6, 0),
+        local(2, 4, 3),
+        local(2, 5, 5),                                                 # refused: 5 is not 2 × B
+        RunNetEpoch(epoch=1, steps=4, step_size=0.25, batch_size=2, order=batch(8)),
+        FetchNet(),
+        RecentreNet(anchor=w, full_grad=rng.standard_normal(CONV_PARAMS) * 0.1, scale=0.01,
+                    offset_format="fixed<1,7>"),
+        RunNetEpoch(epoch=2, steps=3, step_size=0.25, batch_size=2, order=batch(6), algorithm="halp"),
+        FetchNet(),
+    ]
+
+
+CONV_PINNED = "995299ccecc1be12"   # sha256 (first 16 hex digits) of the reference replies, as PINNED
+
+
+@pytest.fixture(scope="module")
+def conv_reference():
+    return replies(REFERENCE, conv_scenario(), PROTOCOL_VERSION)
+
+
+@pytest.mark.parametrize("backend", backends.names())
+def test_every_backend_runs_convolutions_and_local_steps_like_the_reference_or_refuses(backend, conv_reference):
+    got = replies(backend, conv_scenario(), PROTOCOL_VERSION, **OPTIONS[backend])
+    if announces_networks(backend):
+        assert got == conv_reference, f"{backend} differs from {REFERENCE} on the convolutional session"
+    else:
+        assert all(r.startswith("error:") for r in got[1:])
+
+
+def test_the_convolutional_scenario_exercises_its_requests(conv_reference):
+    rs = [decode(list(r))[1] if isinstance(r, tuple) else r for r in conv_reference]
+    assert [i for i, r in enumerate(rs) if isinstance(r, str) and r.startswith("error:")] == [1, 7]
+    assert rs[1] == rs[7] == "error:bad_value"
+    assert rs[2].info["n_params"] == CONV_PARAMS
+    plain, three, two = rs[4], rs[5], rs[6]
+    # a round of k local steps: k gradients' products, and k − 1 updates of the local copy
+    # (the last one's would be thrown away), each rounding every parameter stochastically
+    assert three.ops["mul fp8_ibm*fp8_ibm"] == 3 * plain.ops["mul fp8_ibm*fp8_ibm"]
+    assert "round fp16_ibm stochastic" not in plain.ops
+    assert three.ops["round fp16_ibm stochastic"] == 2 * CONV_PARAMS
+    assert two.ops["round fp16_ibm stochastic"] == CONV_PARAMS
+    assert not np.array_equal(three.grad, two.grad)
+    assert rs[8].steps == 4 and rs[11].steps == 3
+    # HALP steps the offset and leaves the master weights as the LP-SGD epoch left them
+    assert np.array_equal(rs[9].weights, rs[12].weights) and rs[9].offset is None
+    assert rs[12].offset_format == "fixed<1,7>" and np.any(rs[12].offset != 0)
+
+
+def test_convolutional_replies_are_pinned(conv_reference):
+    assert digest(conv_reference) == CONV_PINNED

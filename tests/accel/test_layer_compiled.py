@@ -132,3 +132,110 @@ def test_compiled_results_are_deterministic_and_independent_of_orientation() -> 
     first = lc.matmul(a, b, IBM.acc, 64)
     assert same_bits(first, lc.matmul(a, b, IBM.acc, 64))
     assert same_bits(first, lc.matmul(b.T, a.T, IBM.acc, 64).T)     # runs the other way round
+
+
+@pytest.mark.parametrize("acc, operands, held", [("fp16_ibm", "fp8_ibm", np.float32), ("fp16", "fp8_ibm", np.float32),
+                                                  ("fp32", "bf16", np.float64)])
+def test_a_sum_that_passes_the_largest_value_and_comes_back_keeps_the_reference_bits(acc, operands, held) -> None:
+    # Held narrow, the sum passes the accumulator's largest value and the last three adds
+    # bring it back under: fp16_ibm saturates and continues from its largest value, fp16 and
+    # fp32 stay infinite. Only a product's final outputs show it, so those are redone exactly.
+    fmt = parse_format(acc)
+    big = 0.75 * 2.0 ** (fmt.emax // 2)                # big² < 2^emax: the products are held narrow
+    n = int(fmt.max_value // big**2) + 1                                  # n·big² passes the largest value
+    a = np.array([[big] * n + [-big] * 3, [1.0] * (n + 3)])
+    b = np.concatenate([np.full((n + 3, 1), big), np.ones((n + 3, 1))], axis=1)
+    assert lc._held_type(a, b, fmt) == held
+    for chunk in (2, None):
+        with np.errstate(over="ignore", invalid="ignore"):
+            want = layer.matmul(a, b, fmt, chunk)
+            got, swamped = lc.matmul_swamped(a, b, fmt, chunk)
+            assert same_bits(lc.matmul(a, b, fmt, chunk), want)
+        assert same_bits(got, want) and swamped == layer.swamped_adds(a, b, fmt, chunk)
+    assert (want[0, 0] < fmt.max_value) == (acc == "fp16_ibm")       # without chunks: saturated, came back
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), m=st.integers(1, 70), k=st.integers(0, 70), n=st.integers(1, 70),
+       a_layout=st.sampled_from(["C", "F", "strided"]), b_layout=st.sampled_from(["C", "F", "strided"]),
+       acc=st.sampled_from(["fp16_ibm", "fp16", "e5m2"]), chunk=st.sampled_from([None, 3, 64]))
+def test_transposed_and_strided_operands_keep_the_reference_bits(seed, m, k, n, a_layout, b_layout, acc,
+                                                                  chunk) -> None:
+    """Either operand a transposed view or a strided slice, either way round (the loops run
+    along N or along M): the same bits and the same swamped adds."""
+    def laid_out(x: np.ndarray, layout: str) -> np.ndarray:
+        if layout == "F":
+            return np.asfortranarray(x)
+        wide = np.zeros((x.shape[0], 2 * x.shape[1]))
+        wide[:, ::2] = x
+        return wide[:, ::2] if layout == "strided" else x
+    fmt = parse_format(acc)
+    a, b = laid_out(values(seed, "fp8_ibm", (m, k), 0), a_layout), laid_out(values(seed + 1, "e5m2", (k, n), -2), b_layout)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = layer.matmul(a, b, fmt, chunk)
+        got, swamped = lc.matmul_swamped(a, b, fmt, chunk)
+    assert same_bits(got, want) and got.flags.c_contiguous
+    assert swamped == layer.swamped_adds(a, b, fmt, chunk)
+
+
+def test_the_scale_goes_on_the_operand_whose_range_takes_it() -> None:
+    # fp16_ibm sums are held in float32 scaled by 2^96, its top binade onto float32's: a's
+    # 2^40 cannot take that scale (2^136), so b carries it. 2^-250 cannot take it either
+    # (below float32's 2^-149) and 2^230 is beyond float32: float64, scaled by 2^992.
+    fmt = parse_format("fp16_ibm")
+    a = np.array([[2.0 ** 40, -(2.0 ** 38)], [2.0 ** 36, 2.0 ** 39]])
+    b = np.array([[0.75 * 2.0 ** -30, 2.0 ** -31], [1.5 * 2.0 ** -29, -(2.0 ** -28)]])
+    assert lc._narrow_plan(lc._operand(a), lc._operand(b), fmt) == (np.float32, 0, 96)
+    assert lc._narrow_plan(lc._operand(b.T), lc._operand(a.T), fmt) == (np.float32, 96, 0)
+    tiny, huge = np.array([[2.0 ** -250, -(2.0 ** -251)]]), np.array([[2.0 ** 230], [1.5 * 2.0 ** 229]])
+    assert lc._narrow_plan(lc._operand(tiny), lc._operand(huge), fmt) == (np.float64, 992, 0)
+    for x, y in ((a, b), (b.T, a.T), (tiny, huge)):
+        assert same_bits(lc.matmul(x, y, fmt, 1), layer.matmul(x, y, fmt, 1))
+
+
+INTO = ["fp8_ibm", "e4m3fn", "e5m2", "e2m1", "float<4,0>", "float<3,1,nosub>", "fp16", "bf16", "fixed<2,6>"]
+
+
+def test_the_fused_output_rounding_is_quantize_on_ties_subnormals_overflow_and_zeros() -> None:
+    # One product each (K = 1): the sums are these fp16_ibm values, rounded once into each format
+    # (ties to even, the subnormal steps, saturation or infinity, the sign of a zero).
+    acc = parse_format("fp16_ibm")
+    sums = quantize(np.array([1.125, 1.375, -1.125, 2.5, -(2.0 ** -20), 1.5 * 2.0 ** -16, 1.25 * 2.0 ** -15,
+                              2.0 ** -14 * 0.875, 2.0 ** 20, -(2.0 ** 20), 0.0, 61440.0, 3.0, 6.5, -(2.0 ** -39)]), acc)
+    a, b = sums[:, None], np.ones((1, 3))
+    for name in INTO:
+        into = parse_format(name)
+        with np.errstate(over="ignore"):
+            want = quantize(layer.matmul(a, b, acc, None), into)
+        for got in (lc.matmul(a, b, acc, None, into), lc.matmul_swamped(a, b, acc, 64, into)[0],
+                    lc.matmul(b.T, a.T, acc, None, into).T):
+            assert same_bits(got, want), name
+    assert np.signbit(lc.matmul(a, b, acc, None, parse_format("fp8_ibm"))[4]).all()      # −2^-20: −0
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), into=st.sampled_from(INTO), acc=st.sampled_from(["fp16_ibm", "fp16", "fp32"]),
+       chunk=st.sampled_from([None, 4, 64]), m=st.integers(1, 40), k=st.integers(0, 40), n=st.integers(1, 40),
+       scale=st.sampled_from([-20, -10, -4, 0, 4, 8]))
+def test_the_fused_output_rounding_equals_quantize_after_the_product(seed, into, acc, chunk, m, k, n, scale) -> None:
+    a, b = values(seed, "fp8_ibm", (m, k), scale), values(seed + 1, "e4m3fn", (k, n), 0)
+    fmt, out = parse_format(acc), parse_format(into)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = layer.matmul(a, b, fmt, chunk, out)
+        assert same_bits(want, quantize(layer.matmul(a, b, fmt, chunk), out))
+        assert same_bits(lc.matmul(a, b, fmt, chunk, out), want)
+
+
+def test_steps_with_a_zero_a_element_keep_signed_zeros_and_counts() -> None:
+    # Held narrow, a step whose a element is ±0 is skipped: it adds ±0 to sums that are never
+    # −0. Whole rows and columns of zeros against negative b, and the same swamped adds.
+    a = values(21, "fp8_ibm", (5, 70), 0)
+    a[1] = 0.0
+    a[2] = -0.0
+    a[:, ::3] = -0.0
+    b = -np.abs(values(22, "fp8_ibm", (70, 20), 0))
+    for chunk in (None, 8):
+        want = layer.matmul(a, b, IBM.acc, chunk)
+        got, swamped = lc.matmul_swamped(a, b, IBM.acc, chunk)
+        assert same_bits(got, want) and swamped == layer.swamped_adds(a, b, IBM.acc, chunk)
+        assert not np.signbit(got[1:3]).any()                        # +0: every add of a ±0 product

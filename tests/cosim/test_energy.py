@@ -260,18 +260,21 @@ def test_network_memories_and_request_traffic():
         "activations": 2 * (5 + 3 + 4 + 2),          # each layer's input with the ones, and its output
         "errors": 2 * (5 + 3),                       # the widest layer's δ in and out
         "probabilities": 2 * 2 * 2, "data": 10 * 4, "labels": 2,    # 10 bits
-        "anchor": 23 * 8, "full gradient": 23 * 8, "offset": 23 * 2}  # HALP: float64 w̃ and g̃, 16-bit offsets
+        "anchor": 23 * 8, "full gradient": 23 * 8, "offset": 23 * 2,  # HALP: float64 w̃ and g̃, 16-bit offsets
+        "gradient sum": 23 * 8}                                        # mixed's local steps: G in float64
     with pytest.raises(EnergyError, match="update_format"):
         net_memory_sizes({k: v for k, v in NET.items() if k != "update_format"}, 1)
     records = [{"kind": "header", "config": {"batch_size": 2}}]
     for mtype in ("configure_net", "net_grad", "net_grad", "run_net_epoch", "fetch_net"):
         body = NET if mtype == "configure_net" else {}
         records.append({"kind": "message", "dir": "h2a", "header": {"type": mtype, "body": body}, "frames": []})
-    # a host algorithm's epoch record carries no host_ops, an accelerator one's an empty count
+    # an older trace: a network's host algorithm's epoch record without host_ops, an accelerator
+    # one's with an empty count
     records += [{"kind": "epoch", "algorithm": "sgd", "epoch": 0},
                 {"kind": "epoch", "algorithm": "lpsgd", "epoch": 0, "host_ops": {}}]
     report = account(records, load_model(None), "pcie3x8")
-    assert report.notes == [("the epoch records of sgd carry no host_ops (a network's host algorithms): "
+    assert report.notes == [("the epoch records of sgd carry no host_ops (a network's host algorithms before "
+                             "they were counted): "
                              "their host float64 work is not included")]
     memory = {i.key: i.quantity for i in report.items if i.category == "memory"}
     # configure_net and fetch_net move the fp16 master weights; each net_grad writes Q_w(w) and
@@ -279,6 +282,84 @@ def test_network_memories_and_request_traffic():
     assert memory == {"master weights write": 46, "master weights read": 2 * 46, "weights write": 3 * 23,
                       "weight gradients read": 2 * 46}
     assert report.total_pj("memory") == (46 + 92 + 69 + 92) * SRAM_8K_PER_BYTE
+
+
+
+def test_fetch_net_reads_halps_offset_only_after_a_recentre_net():
+    def message(mtype: str, body: dict) -> dict:
+        return {"kind": "message", "dir": "h2a", "header": {"type": mtype, "body": body}, "frames": []}
+
+    records = [{"kind": "header", "config": {"batch_size": 2}}, message("configure_net", NET),
+               message("fetch_net", {}), message("recentre_net", {"offset_format": "fixed<1,7>"}),
+               message("fetch_net", {})]
+    memory = {i.key: i.quantity for i in account(records, load_model(None), "pcie3x8").items if i.category == "memory"}
+    # two fetches of the fp16 masters; the second also reads the 8-bit offset the recentre wrote
+    assert memory["master weights read"] == 2 * 46
+    assert memory["offset write"] == memory["offset read"] == 23
+    assert memory["anchor write"] == memory["full gradient write"] == 23 * 8
+
+
+def test_a_net_grad_with_local_steps_moves_the_copy_and_reads_the_sum():
+    records = [{"kind": "header", "config": {"batch_size": 2}},
+               {"kind": "message", "dir": "h2a", "header": {"type": "configure_net", "body": NET}, "frames": []},
+               {"kind": "message", "dir": "h2a", "header": {"type": "net_grad", "body": {"steps": 4}}, "frames": []},
+               {"kind": "epoch", "algorithm": "mixed", "epoch": 1, "host_ops": {}}]
+    memory = {i.key: i.quantity for i in account(records, load_model(None), "pcie3x8").items if i.category == "memory"}
+    # configure_net's masters, then the round: R_u(w) into a copy of the masters' size, its Q_w, G read back
+    assert memory == {"master weights write": 2 * 46, "master weights read": 46, "weights write": 23,
+                      "gradient sum read": 23 * 8}
+
+
+@pytest.mark.slow
+def test_a_mixed_run_with_local_steps_is_priced_from_its_replies(tmp_path):
+    """`--sync-every 4` over 10 steps: three net_grad rounds of 4, 4 and 2 local steps; the
+    epoch's compute is the replies' operations (every local step's) priced one by one."""
+    r = subprocess.run([*COSIM, "run", "--model", "mlp:16", "--algorithm", "mixed", "--sync-every", "4",
+                        "--epochs", "1", "--inner-steps", "10", "--out", str(tmp_path / "runs")],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stderr + r.stdout
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "metrics.json").read_text())["epochs"][-1]["messages"] == 3
+    records = list(TraceReader(run / "trace.cosim"))
+    bodies = [(r["header"]["type"], r["header"].get("body") or {}) for r in records if r.get("kind") == "message"]
+    assert [b.get("steps") for t, b in bodies if t == "net_grad"] == [4, 4, 2]
+    grads = [b["ops"] for t, b in bodies if t == "net_gradient"]
+    params = 1210
+    assert sum(ops["mul fp8_ibm*fp8_ibm"] for ops in grads) == 10 * 3 * params     # every step's passes, B = 1
+    model = load_model(None)
+    report = account(records, model, "pcie3x8")
+    (epoch,) = [e for e in report.epochs if e.epoch == 1]
+    by_hand = math.fsum(n * price_op(k, model).pj for ops in grads for k, n in ops.items())
+    assert epoch.pj["compute"] == pytest.approx(by_hand, rel=1e-12)
+    memory = {i.key: i.quantity for i in report.items if i.category == "memory"}
+    # G in float64: written every step, read from each round's second step on and once for the reply
+    assert memory["gradient sum write"] == 10 * 8 * params and memory["gradient sum read"] == (7 + 3) * 8 * params
+
+
+def test_a_cnns_memories_cover_every_key_its_kernel_reports():
+    """configure_net's convolution entries (protocol 1.6): per sample a convolution keeps its
+    input, its product's output and its pooled output, and δ in and out; its pools' indices
+    take 2 bits each. Every memory key the kernel's counts use (layer_memory's roles, the
+    max-pool's index among them) has a memory."""
+    from accel.backends.net import layer_of, step_counts
+    from accel.spec.layer import RECIPES as LAYER_RECIPES
+
+    cnn = {**NET, "layers": [["conv3", 1, 6, 8, 8, "relu", 2], ["conv3", 6, 16, 4, 4, "relu", 2],
+                             [64, 10, "none"]]}
+    p = 60 + 880 + 650
+    sizes = net_memory_sizes(cnn, 2)
+    want = {
+        "weights": p, "master weights": 2 * p, "weight gradients": 2 * p,
+        "activations": 2 * ((64 + 384 + 96) + (96 + 256 + 64) + (65 + 10)),
+        "errors": 2 * (64 + 384),                    # the first convolution's δ in and out
+        "probabilities": 2 * 10 * 2, "data": 10 * 64, "labels": 5,    # 10 samples, 4 label bits
+        "anchor": 8 * p, "full gradient": 8 * p, "offset": 2 * p,
+        "index": 2 * (96 + 64) * 2 // 8}              # 96 + 64 pooled outputs, 2 bits each
+    assert {k: sizes.get(k) for k in want} == want
+    layers = [layer_of(i, lay, 64) for i, lay in enumerate(cnn["layers"])]
+    _, memory = step_counts(layers, LAYER_RECIPES["fp8-ibm"], 2, update=True, decay=True)
+    assert {k.rsplit(" ", 1)[0] for k in memory} <= set(sizes) and "index write" in memory
+    assert "index" not in net_memory_sizes(NET, 2)
 
 
 @pytest.mark.slow

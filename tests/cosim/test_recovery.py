@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cosim.launch import ready_address
 from cosim.recovery import CHECKPOINT, load_checkpoint, save_checkpoint
 from cosim.trace import TraceReader, TraceWriter, summarize
 from host.scheduler import UpdateStatistics
@@ -138,6 +139,10 @@ def test_a_daemon_killed_at_five_random_points_is_replaced_with_bit_identical_re
     restarts = [line for line in run.err if line.startswith("restart ")]
     assert len(restarts) == 5 and len(set(run.pids)) == 6, run.text()
     assert "exited with code -9" in restarts[0] and not errors(run)
+    # each daemon's output in its own log: the lost ones' are kept
+    logs = sorted(p.name for p in run.directory.glob("accel*.log"))
+    assert logs == ["accel-2.log", "accel-3.log", "accel-4.log", "accel-5.log", "accel-6.log", "accel.log"]
+    assert all(ready_address((run.directory / name).read_text()) for name in logs)
     assert_same_weights(weights(run.directory), {algorithm: weights(uninterrupted)[algorithm]})
     assert epochs_in_csv(run.directory) == [(algorithm, e) for e in range(EPOCHS + 1)]
     result = json.loads((run.directory / "metrics.json").read_text())

@@ -3,6 +3,7 @@
 The stub is a ``protocol.channel.Server`` in a thread with a small message limit, so the
 chunking of ``load`` is checked by the same receive-side validation a daemon applies.
 """
+import dataclasses
 import threading
 
 import numpy as np
@@ -56,6 +57,15 @@ def test_restore_is_not_sent_to_an_accelerator_older_than_1_5(stub):
         with pytest.raises(Unsupported, match="speaks protocol 1.1; restoring its state needs 1.5"):
             c.restore(state)
     assert "restore" not in [m.TYPE for m in seen]
+
+
+def test_local_steps_are_not_sent_to_an_accelerator_older_than_1_6(stub):
+    address, seen = stub
+    with AcceleratorClient(address, timeout=5) as c:
+        c.hello()                                  # the stub speaks 1.1; a 1.5 one would ignore steps
+        with pytest.raises(Unsupported, match="speaks protocol 1.1; net_grad with local steps needs 1.6"):
+            c.net_grad(np.zeros(3), np.arange(4, dtype=np.uint32), steps=2, step_size=0.1, epoch=1, first_step=0)
+    assert "net_grad" not in [m.TYPE for m in seen]
 
 
 def test_load_splits_into_chunks_under_the_limit(stub):
@@ -141,3 +151,19 @@ def test_anchor_terms_go_as_float32_to_an_fp32_accelerator_with_the_same_bits(da
     assert _anchor_dtypes(taps32) == ["<f4"] and _anchor_dtypes(taps64) == ["<f8"]
     assert _anchor_dtypes(taps_wide) == ["<f8"]
     assert narrow == wide
+
+
+def test_a_convolution_is_not_sent_to_an_accelerator_older_than_1_6(stub):
+    address, seen = stub
+    net = dict(n_samples=4, weights_format="fp8_ibm", activations_format="fp8_ibm", errors_format="fp8_ibm",
+               weight_grads_format="fp16_ibm", acc_format="fp16_ibm", chunk=64, update_format="fp16_ibm",
+               rounding="stochastic", rbits=0, lanes=4, seed=0, l2=0.0)
+    with AcceleratorClient(address, timeout=5) as c:
+        caps = c.hello()
+        # what a 1.5 accelerator that runs networks would have answered
+        c.capabilities = dataclasses.replace(caps, version=[1, 5], limits={**caps.limits, "max_net_params": 1 << 24})
+        with pytest.raises(Unsupported, match="speaks protocol 1.5; a convolution layer needs 1.6 or later"):
+            c.configure_net(layers=[["conv3", 1, 6, 8, 8, "relu", 2], [96, 10, "none"]],
+                            weights=np.zeros(60 + 970), **net)
+        c.configure_net(layers=[[64, 10, "none"]], weights=np.zeros(650), **net)      # a dense one goes
+    assert [m.TYPE for m in seen].count("configure_net") == 1

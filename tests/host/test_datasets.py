@@ -102,8 +102,18 @@ def test_binary_softmax_has_two_outputs():
 
 
 def test_unknown_name_lists_choices():
-    with pytest.raises(DatasetError, match="digits, breast_cancer, diabetes"):
+    with pytest.raises(DatasetError, match="digits, digits64, breast_cancer, diabetes"):
         load_dataset("mnist")
+
+
+def test_digits64_repeats_every_digits_pixel_in_an_8_by_8_block():
+    small, big = load_dataset("digits"), load_dataset("digits64")
+    assert big.x.shape == (1797, 64 * 64 + 1) and np.array_equal(big.y, small.y)
+    images = big.x[:, :-1].reshape(-1, 8, 8, 8, 8)          # sample, block row, row in block, block col, col
+    for dy in range(8):
+        for dx in range(8):
+            assert np.array_equal(images[:, :, dy, :, dx].reshape(-1, 64), small.x[:, :-1])
+    assert np.all(big.x[:, -1] == 1.0) and big.task == "multiclass" and big.n_classes == 10
 
 
 def test_npz_round_trip_and_errors(tmp_path):

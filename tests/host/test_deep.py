@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from host.datasets import DatasetError, load_dataset, train_test_split
-from host.deep import NetRecord, fill_gaps, one_thread, train_net
+from host.deep import NET_MU, NET_MU_RULE, NetRecord, fill_gaps, one_thread, resolve, train_net
 from host.nets import Network
 from host.optimizers import epoch_order
 from host.train import TrainConfig
@@ -85,9 +85,8 @@ def test_float32_runs_in_float32_and_its_gap_needs_a_float64_run():
 
 @pytest.mark.parametrize("change, message", [
     ({"algorithms": ("lpsvrg",)}, "algorithms: networks train with .* from sgd, svrg, mixed, lpsgd, halp"),
-    ({"algorithms": ("halp",), "l2": 0.0}, "mu: HALP's default μ = 10λ needs l2 > 0; set mu explicitly"),
     ({"algorithms": ()}, "algorithms: networks train with a non-empty list"),
-    ({"recipe": "fp4"}, "recipe: one of fp8-ibm, fp8-ibm-nochunk; got 'fp4'"),
+    ({"recipe": "fp4"}, "recipe: 'fp4' is not a recipe; start with one of fp8-ibm, fp8-ibm-nochunk"),
     ({"batch_size": 0}, "batch_size: an integer from 1 to 2\\^31 − 1; got 0"),
     ({"batch_size": 1439}, "batch_size: at most the 1438 training samples of digits; got 1439"),
     ({"seed": -1}, "seed: an integer from 0 to 2\\^64 − 1; got -1"),
@@ -96,10 +95,22 @@ def test_float32_runs_in_float32_and_its_gap_needs_a_float64_run():
     ({"inner_steps": 0}, "inner_steps: an integer from 1 to 2\\^31 − 1; got 0"),
     ({"model": "mlp:0"}, r"network 'mlp:0' is not a network spec; use mlp:W1\[,W2,...\]"),
     ({"dataset": "diabetes"}, "a network classifies; 'diabetes' is a regression data set"),
+    ({"sync_every": 0}, "sync_every: an integer from 1 to 2\\^31 − 1; got 0"),
+    ({"sync_every": 4}, r"sync_every: how often mixed sends its weights; this run has no mixed \(sgd, svrg\): "
+                        "leave it at 1 or add mixed; got 4"),
 ])
 def test_bad_settings_are_one_clear_error(change, message):
     with pytest.raises(ValueError, match=message):
         train_net(_config(**change))
+
+
+def test_halps_default_mu_on_networks_is_the_calibrated_constant_whatever_l2_and_it_stays_fixed():
+    # not the linear models' 10λ and widen rule, which rest on strong convexity (and l2 > 0)
+    for l2 in (0.0, 1e-2):
+        rc = resolve(_config(algorithms=("halp",), l2=l2))
+        assert rc["mu"] == NET_MU == 1.0 and rc["mu_rule"] == NET_MU_RULE == "fixed"
+    rc = resolve(_config(algorithms=("halp",), mu=0.25, mu_rule="widen"))
+    assert rc["mu"] == 0.25 and rc["mu_rule"] == "widen"
 
 
 RUN = """

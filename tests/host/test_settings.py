@@ -29,7 +29,7 @@ def test_train_config_fields_are_the_declared_settings_in_order():
     fields = dataclasses.fields(TrainConfig)
     assert [f.name for f in fields] == [
         "dataset", "model", "algorithms", "bits", "rounding", "rbits", "epochs", "seed", "l2", "step_size",
-        "mu", "mu_rule", "inner_steps", "batch_size", "data_format", "offset_format", "acc_format", "recipe",
+        "mu", "mu_rule", "inner_steps", "batch_size", "sync_every", "data_format", "offset_format", "acc_format", "recipe",
         "lanes", "policy", "samples", "features", "condition", "classes", "timeout"]
     assert [(f.name, f.type, f.default) for f in fields] == [(s.name, s.annotation, s.default) for s in TRAINING]
     assert TrainConfig().bits == 8 and TrainConfig().step_size is None and TrainConfig().algorithms == ("halp",)
@@ -53,8 +53,8 @@ def test_train_config_fields_are_the_declared_settings_in_order():
                                      "halp, mixed; got ('svrg', 'svrg')"),
     ("model", "mlp:0", "model: choose one of linear, logistic, softmax, or a network mlp:W[,W...] (ReLU "
                        "hidden layers of those widths) or cnn; got 'mlp:0'"),
-    ("recipe", "fp4", "recipe: choose one of fp8-ibm, fp8-ibm-nochunk; got 'fp4'"),
-    ("dataset", "mnist", "dataset: choose one of digits, breast_cancer, diabetes, synthetic_linear, "
+    ("recipe", "fp4", "recipe: 'fp4' is not a recipe; start with one of fp8-ibm, fp8-ibm-nochunk"),
+    ("dataset", "mnist", "dataset: choose one of digits, digits64, breast_cancer, diabetes, synthetic_linear, "
                          "synthetic_logistic, synthetic_softmax or a path to a .npz file; got 'mnist'"),
     ("mu_rule", "wide", "mu_rule: choose one of widen, fixed; got 'wide'"),
     ("backend", "pcie", "backend: choose one of emulated, rtl; got 'pcie'"),

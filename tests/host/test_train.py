@@ -8,7 +8,7 @@ from protocol.formats import FixedFormat
 
 
 @pytest.mark.parametrize("change,match", [
-    ({"dataset": "mnist"}, "digits, breast_cancer"),
+    ({"dataset": "mnist"}, "digits, digits64, breast_cancer"),
     ({"model": "probit"}, "linear, logistic, softmax"),
     ({"model": "linear"}, "use softmax"),
     ({"algorithms": ("halp", "adam")}, "sgd, svrg, lpsgd, lpsvrg, halp"),
@@ -27,6 +27,7 @@ from protocol.formats import FixedFormat
     ({"policy": "sometimes"}, "recentre, fixed, adaptive"),
     ({"policy": "fixed"}, "valid: recentre, adaptive"),
     ({"seed": -1}, "from 0 to 2\\^64 − 1"),
+    ({"sync_every": 4}, "sync_every: applies to mixed, which trains networks"),
 ])
 def test_validate_names_the_problem(change, match):
     with pytest.raises(ValueError, match=match):

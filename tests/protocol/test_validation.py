@@ -120,7 +120,7 @@ CASES: list[tuple[str, Callable[[], list], str, str]] = [
      "malformed", "extension"),
     ("no version", lambda: [msgpack.packb({"type": "fetch", "seq": 2})], "malformed", "no protocol version"),
     ("another major", lambda: [_header("fetch", {}, v=[2, 0])], "bad_version",
-     "protocol version 2.0; this side speaks 1.5 (majors must match)"),
+     "protocol version 2.0; this side speaks 1.6 (majors must match)"),
     ("bare int version other than 1", lambda: [_header("fetch", {}, v=2)], "bad_version",
      "protocol version 2 is not [major, minor]"),
     ("bool version", lambda: [_header("fetch", {}, v=True)], "bad_version", "True"),

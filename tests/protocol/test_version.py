@@ -1,5 +1,5 @@
-"""Protocol versions (major, minor): 1.0 to 1.5 peers talk both ways (progress only
-between 1.2 and later peers), a 1.6 peer's additions are ignored by a 1.5 receiver, another major is
+"""Protocol versions (major, minor): 1.0 to 1.6 peers talk both ways (progress only
+between 1.2 and later peers), a 1.7 peer's additions are ignored by a 1.6 receiver, another major is
 refused, malformed versions are refused; a 1.5 client splits a tensor over the frame limit only
 for a 1.5 server, and a 1.5 server cuts off an older client's frame over it.
 Conversations run over real ZeroMQ sockets (ipc), with the channel's Client and Server or, to
@@ -29,7 +29,7 @@ CAPS = m.Capabilities(version=list(PROTOCOL_VERSION), backend="echo", formats=[]
 STATE = m.State(offset=np.arange(6.0).reshape(3, 2), scale=0.5, offset_format="fixed<1,7>",
                 counters={})
 X, Y = np.arange(8.0).reshape(2, 4), np.array([0.0, 1.0])
-# What a 1.6 peer might add: an optional body field and an optional tensor.
+# What a 1.7 peer might add: an optional body field and an optional tensor.
 EXTRA_BODY = {"compression": "none"}
 EXTRA_TENSORS = {"mask": np.array([1, 0], dtype="<u1")}
 
@@ -124,8 +124,8 @@ def raw_accelerator(v, body: dict | None = None, tensors: dict | None = None):
 # ---- the header's "v" ------------------------------------------------------------------
 
 def test_header_carries_major_minor_and_a_bare_1_reads_as_1_0():
-    assert PROTOCOL_VERSION == (1, 5)
-    assert msgpack.unpackb(encode(m.Fetch(), 1, "s")[0])["v"] == [1, 5]
+    assert PROTOCOL_VERSION == (1, 6)
+    assert msgpack.unpackb(encode(m.Fetch(), 1, "s")[0])["v"] == [1, 6]
     assert msgpack.unpackb(encode(m.Fetch(), 1, "s", version=(1, 0))[0])["v"] == [1, 0]
     assert read_envelope(_frames(m.Fetch(), 1, 1)).version == (1, 0)
     assert read_envelope(_frames(m.Fetch(), 1, [1, 7])).version == (1, 7)
@@ -155,7 +155,7 @@ def test_malformed_versions_are_bad_version_naming_the_value_and_ours(v):
         decode(_frames(m.Fetch(), 2, v))
     assert err.value.code == "bad_version"
     assert err.value.message == (f"protocol version {v!r} is not [major, minor] (two non-negative "
-                                 "ints; a bare 1 means 1.0); this side speaks 1.5")
+                                 "ints; a bare 1 means 1.0); this side speaks 1.6")
 
 
 def test_a_header_without_v_is_malformed():
@@ -165,11 +165,11 @@ def test_a_header_without_v_is_malformed():
         decode([msgpack.packb(header)])
 
 
-# ---- 1.0 to 1.5 talk both ways ----------------------------------------------------------
+# ---- 1.0 to 1.6 talk both ways ----------------------------------------------------------
 
-# Every pair of the minors so far, and ours with a later one (1.6) this code does not know.
-PAIRS = [*itertools.permutations([(1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5)], 2),
-         ((1, 5), (1, 6)), ((1, 6), (1, 5))]
+# Every pair of the minors so far, and ours with a later one (1.7) this code does not know.
+PAIRS = [*itertools.permutations([(1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 6)], 2),
+         ((1, 6), (1, 7)), ((1, 7), (1, 6))]
 
 
 @pytest.mark.parametrize("client_v,server_v", PAIRS, ids=lambda v: f"{v[0]}.{v[1]}")
@@ -200,12 +200,12 @@ def test_peers_of_one_major_talk_both_ways(client_v, server_v):
     assert {tuple(e.header["v"]) for e in client_taps if e.direction == "a2h"} == {server_v}
 
 
-def test_a_1_0_peer_sending_a_bare_1_and_a_1_5_server_talk_both_ways():
+def test_a_1_0_peer_sending_a_bare_1_and_a_1_6_server_talk_both_ways():
     with serving(progress=True) as (server, seen, _, _):
         old = Peer(server.address, version=(1, 0))   # Peer.ask: the very next message is the reply
         try:
             env, caps = old.ask(_frames(m.Hello(client="1.0"), 1, 1))
-            assert caps == CAPS and env.version == (1, 5) and env.seq == 1
+            assert caps == CAPS and env.version == PROTOCOL_VERSION and env.seq == 1
             env, ack = old.ask(_frames(m.LoadData(start=0, x=X, y=Y), 2, 1))
             assert ack == m.Ack("load_data", {"rows": 2})
             env, state = old.ask(_frames(m.Fetch(), 3, 1))
@@ -259,14 +259,14 @@ def test_a_1_5_server_cuts_off_an_older_clients_frame_over_the_limit_and_serves_
 
 # ---- a higher minor's additions ----------------------------------------------------------
 
-def test_a_1_5_server_ignores_what_a_1_6_peer_adds_and_validates_the_rest():
+def test_a_1_6_server_ignores_what_a_1_7_peer_adds_and_validates_the_rest():
     with serving() as (server, seen, _, thread):
         newer = Peer(server.address)
         try:
-            _, caps = newer.ask(_frames(m.Hello(client="1.6"), 1, [1, 6], {"trace_id": "abc"},
+            _, caps = newer.ask(_frames(m.Hello(client="1.7"), 1, [1, 7], {"trace_id": "abc"},
                                         EXTRA_TENSORS))
             assert caps == CAPS
-            _, ack = newer.ask(_frames(m.LoadData(start=0, x=X, y=Y), 2, [1, 6], EXTRA_BODY,
+            _, ack = newer.ask(_frames(m.LoadData(start=0, x=X, y=Y), 2, [1, 7], EXTRA_BODY,
                                        EXTRA_TENSORS))
             assert ack == m.Ack("load_data", {"rows": 2})
             assert np.array_equal(seen[-1].x, X) and np.array_equal(seen[-1].y, Y)
@@ -277,13 +277,13 @@ def test_a_1_5_server_ignores_what_a_1_6_peer_adds_and_validates_the_rest():
                 assert (reply.code, reply.ref) == (code, seq) and text in reply.message, reply
 
             # Every field the receiver knows is still checked, with the additions present.
-            refused(_frames(m.LoadData(start=-1, x=X, y=Y), 3, [1, 6], EXTRA_BODY, EXTRA_TENSORS),
+            refused(_frames(m.LoadData(start=-1, x=X, y=Y), 3, [1, 7], EXTRA_BODY, EXTRA_TENSORS),
                     3, "bad_value", "load_data.start: -1 is below the minimum 0")
-            refused(_frames(m.LoadData(start=0, x=X.astype("<i4"), y=Y), 4, [1, 6], EXTRA_BODY,
+            refused(_frames(m.LoadData(start=0, x=X.astype("<i4"), y=Y), 4, [1, 7], EXTRA_BODY,
                             EXTRA_TENSORS), 4, "bad_dtype", "load_data.x: dtype '<i4'")
-            refused(_frames(m.LoadData(start=0, x=X, y=Y), 5, [1, 6], {"x": [1.0]}),
+            refused(_frames(m.LoadData(start=0, x=X, y=Y), 5, [1, 7], {"x": [1.0]}),
                     5, "extra_field", "load_data.x: is a tensor and travels as a frame")
-            missing_y = _frames(m.LoadData(start=0, x=X, y=Y), 6, [1, 6], EXTRA_BODY,
+            missing_y = _frames(m.LoadData(start=0, x=X, y=Y), 6, [1, 7], EXTRA_BODY,
                                 EXTRA_TENSORS)
             header = msgpack.unpackb(missing_y[0])
             header["tensors"] = [t for t in header["tensors"] if t["name"] != "y"]
@@ -291,21 +291,21 @@ def test_a_1_5_server_ignores_what_a_1_6_peer_adds_and_validates_the_rest():
             refused([msgpack.packb(header), missing_y[1], missing_y[3]], 6, "missing_field",
                     "load_data.y: required tensor is missing")
             # An unknown tensor still needs a well-formed entry and a frame of its own.
-            shared = _frames(m.Fetch(), 7, [1, 6], tensors=EXTRA_TENSORS)
+            shared = _frames(m.Fetch(), 7, [1, 7], tensors=EXTRA_TENSORS)
             header = msgpack.unpackb(shared[0])
             header["tensors"].append({**header["tensors"][0], "name": "mask2"})
             refused([msgpack.packb(header), shared[1]], 7, "malformed", "frame index 1")
-            refused(_frames(m.Fetch(), 8, [1, 6], tensors=EXTRA_TENSORS)[:1], 8, "malformed",
+            refused(_frames(m.Fetch(), 8, [1, 7], tensors=EXTRA_TENSORS)[:1], 8, "malformed",
                     "frame index 1")
-            _, state = newer.ask(_frames(m.Fetch(), 9, [1, 6], EXTRA_BODY))
+            _, state = newer.ask(_frames(m.Fetch(), 9, [1, 7], EXTRA_BODY))
             assert isinstance(state, m.State)
         finally:
             newer.close()
         assert thread.is_alive()
 
 
-@pytest.mark.parametrize("v", [[1, 5], [1, 4], [1, 3], [1, 2], [1, 1], [1, 0], 1],
-                         ids=["1.5", "1.4", "1.3", "1.2", "1.1", "1.0", "bare 1"])
+@pytest.mark.parametrize("v", [[1, 6], [1, 5], [1, 4], [1, 3], [1, 2], [1, 1], [1, 0], 1],
+                         ids=["1.6", "1.5", "1.4", "1.3", "1.2", "1.1", "1.0", "bare 1"])
 def test_the_same_additions_from_a_peer_of_the_same_or_a_lower_minor_are_extra_fields(v):
     with serving() as (server, _, _, _):
         peer = Peer(server.address)
@@ -321,26 +321,26 @@ def test_the_same_additions_from_a_peer_of_the_same_or_a_lower_minor_are_extra_f
             peer.close()
 
 
-def test_a_1_5_client_ignores_what_a_1_6_accelerator_adds_to_a_reply():
-    with raw_accelerator([1, 6], {"spec_notes": "new in 1.6"}, EXTRA_TENSORS) as address:
+def test_a_1_6_client_ignores_what_a_1_7_accelerator_adds_to_a_reply():
+    with raw_accelerator([1, 7], {"spec_notes": "new in 1.7"}, EXTRA_TENSORS) as address:
         with Client(address, session=SESSION) as client:
-            assert client.request(m.Hello(client="1.5")) == CAPS
+            assert client.request(m.Hello(client="1.6")) == CAPS
             assert np.array_equal(client.request(m.Fetch()).offset, STATE.offset)
-    for v in ([1, 5], [1, 4], [1, 3], [1, 2], [1, 1]):
-        with raw_accelerator(v, {"spec_notes": "not in 1.5"}) as address:
+    for v in ([1, 6], [1, 5], [1, 4], [1, 3], [1, 2], [1, 1]):
+        with raw_accelerator(v, {"spec_notes": "not in 1.6"}) as address:
             with Client(address, session=SESSION) as client:
                 with pytest.raises(ProtocolError) as err:
-                    client.request(m.Hello(client="1.5"))
+                    client.request(m.Hello(client="1.6"))
                 assert err.value.code == "extra_field" and "capabilities.spec_notes" in err.value.message
 
 
 def test_codec_rules_without_a_socket():
-    newer = _frames(m.LoadData(start=0, x=X, y=Y), 2, [1, 6], EXTRA_BODY, EXTRA_TENSORS)
+    newer = _frames(m.LoadData(start=0, x=X, y=Y), 2, [1, 7], EXTRA_BODY, EXTRA_TENSORS)
     env, msg = decode(newer)
-    assert env.version == (1, 6) and np.array_equal(msg.x, X)
+    assert env.version == (1, 7) and np.array_equal(msg.x, X)
     with pytest.raises(ProtocolError, match="extra_field: load_data.compression"):
-        decode(newer, version=(1, 6))                       # to a 1.6 receiver: same minor
-    missing = _frames(m.LoadData(start=0, x=X, y=Y), 2, [1, 6], EXTRA_BODY)
+        decode(newer, version=(1, 7))                       # to a 1.7 receiver: same minor
+    missing = _frames(m.LoadData(start=0, x=X, y=Y), 2, [1, 7], EXTRA_BODY)
     header = msgpack.unpackb(missing[0])
     del header["body"]["start"]
     with pytest.raises(ProtocolError, match="missing_field: load_data.start"):
@@ -360,17 +360,17 @@ def test_another_major_gets_bad_version_naming_both_and_the_server_keeps_serving
             for v, text in (([2, 0], "2.0"), ([0, 9], "0.9")):
                 env, reply = other.ask(_frames(m.Hello(client="other major"), 1, v))
                 assert isinstance(reply, m.Error) and reply.code == "bad_version"
-                assert reply.message == (f"protocol version {text}; this side speaks 1.5 "
+                assert reply.message == (f"protocol version {text}; this side speaks 1.6 "
                                          "(majors must match)")
-                assert reply.ref == -1 and env.version == (1, 5)
+                assert reply.ref == -1 and env.version == PROTOCOL_VERSION
         finally:
             other.close()
-        # Our own Client speaking 2.0: refused, and the 1.5 error reply is refused in turn.
+        # Our own Client speaking 2.0: refused, and the 1.6 error reply is refused in turn.
         with Client(server.address, version=(2, 0), timeout=5) as client:
             with pytest.raises(ProtocolError) as err:
                 client.request(m.Hello(client="2.0"))
             assert err.value.code == "bad_version"
-            assert err.value.message == "protocol version 1.5; this side speaks 2.0 (majors must match)"
+            assert err.value.message == "protocol version 1.6; this side speaks 2.0 (majors must match)"
         with Client(server.address, session=SESSION) as client:
             assert client.request(m.Hello(client="1.5")) == CAPS
             assert isinstance(client.request(m.Fetch()), m.State)
@@ -382,7 +382,7 @@ def test_a_1_5_client_refuses_a_reply_of_another_major():
         with pytest.raises(ProtocolError) as err:
             client.request(m.Hello(client="1.5"))
         assert (err.value.code, err.value.message) == (
-            "bad_version", "protocol version 2.0; this side speaks 1.5 (majors must match)")
+            "bad_version", "protocol version 2.0; this side speaks 1.6 (majors must match)")
 
 
 @pytest.mark.parametrize("v", [[1, 1, 0], [-1, 1], "1.1", [True, 1]], ids=repr)

@@ -26,6 +26,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from accel.numerics import LaneRNG, accumulate, quantize
 from accel.spec import layer, nonlinear
@@ -123,6 +125,34 @@ def test_bad_formats_are_refused_naming_the_role_and_the_choices(kwargs, message
 def test_inputs_outside_their_format_are_refused() -> None:
     with pytest.raises(KernelError, match=r"activations must hold fp8_ibm values .* 1 of 2 do not, e.g. 0.3"):
         layer.dense_forward(np.array([[0.5, 0.3]]), np.ones((2, 1)), IBM)
+
+
+CHECKED = ["fp8_ibm", "fp16_ibm", "e4m3fn", "e5m2", "e2m1", "fp16", "bf16", "fp32", "fp64", "float<4,0>",
+           "float<3,1,nosub>", "float<8,14,nosub>"]
+
+
+def _edges(fmt: FloatFormat) -> list[float]:
+    top, low = fmt.max_value, fmt.min_subnormal
+    return [0.0, -0.0, np.inf, -np.inf, np.nan, top, -top, np.nextafter(top, np.inf), low, low / 2, 1.5 * low,
+            fmt.min_normal, np.nextafter(fmt.min_normal, 0), 5e-324, 2.0 ** -1022]
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(CHECKED), seed=st.integers(0, 2**32 - 1), scale=st.integers(-150, 150))
+def test_the_compiled_input_check_is_quantizes_definition(name, seed, scale) -> None:
+    """An element passes the check when quantize leaves it unchanged (NaN passes): on random
+    bit patterns, values of the format and their neighbours, and the format's edges."""
+    fmt = parse_format(name)
+    g = np.random.default_rng(seed)
+    with np.errstate(over="ignore"):
+        near = quantize(g.standard_normal(40) * 2.0 ** scale, fmt)
+        x = np.concatenate([g.integers(-2**63, 2**63 - 1, 40, dtype=np.int64).view(np.float64), near,
+                            np.nextafter(near, np.inf), near * 1.5, _edges(fmt)])
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = (quantize(x, fmt) == x) | np.isnan(x)
+    assert [layer._not_values(np.array([v]), fmt) == 0 for v in x] == want.tolist()
+    assert layer._not_values(x, fmt) == int((~want).sum())
+    assert layer._not_values(x[::-3], fmt) == int((~want[::-3]).sum())          # a strided view
 
 
 # -- the chunked accumulation against an exact oracle -----------------------------------------
@@ -233,6 +263,32 @@ def test_conv3_is_the_dense_product_of_im2col() -> None:
     assert cols[5, 9 + 3 * 2 + 2] == X[0, 1, 2, 2]                   # row (0, 1, 1), channel 1, tap (2, 2)
     Y = layer.conv3_forward(X, W, IBM)
     assert np.array_equal(Y.transpose(0, 2, 3, 1).reshape(32, 5), layer.dense_forward(cols, W, IBM))
+
+
+def test_a_bias_row_is_one_more_row_against_a_ones_column() -> None:
+    """A kernel of 9·C + 1 rows: the forward is the dense product of [im2col3, 1]; δX ignores
+    the bias row; ΔW is the bias-free ΔW with the column sums of δY (in pixel order) below."""
+    g = np.random.default_rng(3)
+    X, Wb = data(g, "fp8_ibm", (2, 3, 4, 4)), data(g, "fp8_ibm", (28, 5), 0.2)
+    dY = data(g, "fp8_ibm", (2, 5, 4, 4), 0.05)
+    cols = np.hstack([layer.im2col3(X), np.ones((32, 1))])
+    Y = layer.conv3_forward(X, Wb, IBM)
+    assert np.array_equal(Y.transpose(0, 2, 3, 1).reshape(32, 5), layer.dense_forward(cols, Wb, IBM))
+    assert not np.array_equal(Y, layer.conv3_forward(X, Wb[:-1], IBM))
+    dX, dW = layer.conv3_backward(X, Wb, dY, IBM)
+    dX0, dW0 = layer.conv3_backward(X, Wb[:-1], dY, IBM)
+    bias = quantize(layer.matmul(np.ones((1, 32)), dY.transpose(0, 2, 3, 1).reshape(32, 5), IBM.acc, IBM.chunk),
+                    IBM.weight_grads)
+    assert np.array_equal(dX, dX0) and np.array_equal(dW, np.vstack([dW0, bias])) and bias.any()
+    with pytest.raises(KernelError, match="has 27 rows \\(28 with a bias row\\); got 29"):
+        layer.conv3_forward(X, np.zeros((29, 5)), IBM)
+    # counts: the bias is one more term of the forward's and ΔW's dot products
+    fwd = layer.layer_ops("conv3_forward", IBM, batch=2, fan_in=3, fan_out=5, height=4, width=4, bias=True)
+    assert fwd["mul fp8_ibm*fp8_ibm"] == 32 * 28 * 5 and fwd["add fp16_ibm"] == 32 * 5 * 29
+    back = layer.layer_ops("conv3_backward", IBM, batch=2, fan_in=3, fan_out=5, height=4, width=4, bias=True)
+    assert back["mul fp8_ibm*fp8_ibm"] == 32 * 45 * 3 + 28 * 32 * 5
+    mem = layer.layer_memory("conv3_backward", IBM, batch=2, fan_in=3, fan_out=5, height=4, width=4, bias=True)
+    assert mem["weight gradients write"] == 28 * 5 * 2 and mem["weights read"] == 27 * 5
 
 
 def test_relu_and_maxpool_equal_torch_exactly() -> None:
