@@ -111,7 +111,7 @@ from host.recipes import parse_recipe
 from host.reference import relative_gap
 from host.scheduler import halp_mu
 from host.settings import SETTINGS
-from host.train import Checkpoint, run_log, saver
+from host.train import Checkpoint, run_log, saver, still_to_run
 from protocol.codec import encode
 from protocol.formats import FixedFormat, parse_format
 from protocol.messages import NetGrad, NetGradient
@@ -267,9 +267,7 @@ def train_net(cfg: NetSettings, *, dtype: torch.dtype = torch.float64,
     """
     spec = spec_of(cfg)
     rc = resolve(cfg)
-    if resume is not None and resume.algorithm not in rc["algorithms"]:
-        raise ValueError(f"the checkpoint is of algorithm {resume.algorithm!r}, which this run does not have")
-    todo = rc["algorithms"][rc["algorithms"].index(resume.algorithm):] if resume else rc["algorithms"]
+    todo = still_to_run(rc["algorithms"], resume)
     if acc is None and any(a in NET_ACCELERATOR_ALGORITHMS for a in todo):
         raise ValueError("algorithms: mixed, lpsgd and halp run on the accelerator: pass the client of a running daemon")
     ds = load_dataset(cfg.dataset, samples=cfg.samples, features=cfg.features, condition=cfg.condition,

@@ -180,6 +180,17 @@ class Checkpoint:
     stats: list[UpdateStatistics | None] = field(default_factory=list)   # the epochs' update statistics
 
 
+def still_to_run(algorithms, resume: Checkpoint | None) -> list[str]:
+    """``algorithms`` from the one ``resume`` stopped in on (all of them without a checkpoint);
+    ValueError when the run does not have that algorithm."""
+    algorithms = list(algorithms)
+    if resume is None:
+        return algorithms
+    if resume.algorithm not in algorithms:
+        raise ValueError(f"the checkpoint is of algorithm {resume.algorithm!r}, which this run does not have")
+    return algorithms[algorithms.index(resume.algorithm):]
+
+
 def run_log(resume: Checkpoint | None, on_epoch: Callable[[Any], None] | None) -> tuple[list, dict, Callable]:
     """What a run starts from: its records and finished algorithms' weights (a resumed run's are
     its checkpoint's), and ``emit(record)``, which appends a record and passes it to ``on_epoch``."""
@@ -287,8 +298,7 @@ def train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | No
     ``energy`` policy compares; without them it weighs the operations by width.
     """
     cfg.validate()
-    if resume is not None and resume.algorithm not in cfg.algorithms:
-        raise ValueError(f"the checkpoint is of algorithm {resume.algorithm!r}, which this run does not have")
+    still_to_run(cfg.algorithms, resume)       # a checkpoint of another run: refused before any work
     if is_network(cfg.model):
         return _train_network(cfg, connect=connect, tap=tap, session=session, curve=curve, on_epoch=on_epoch,
                               on_start=on_start, checkpoint=checkpoint, resume=resume)
@@ -310,8 +320,7 @@ def _train_network(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., 
     from host.deep import train_net
 
     run = partial(train_net, cfg, on_epoch=on_epoch, on_start=on_start, checkpoint=checkpoint, resume=resume)
-    todo = cfg.algorithms[cfg.algorithms.index(resume.algorithm):] if resume else cfg.algorithms
-    if not any(a in NET_ACCELERATOR_ALGORITHMS for a in todo):
+    if not any(a in NET_ACCELERATOR_ALGORITHMS for a in still_to_run(cfg.algorithms, resume)):
         return run()
     if not connect:
         raise ValueError("algorithms mixed, lpsgd and halp run on the accelerator: pass connect=ADDRESS of a running daemon")
@@ -327,7 +336,7 @@ def _train(cfg: TrainConfig, *, connect: str | None, tap: Callable[..., Any] | N
            on_epoch: Callable[[EpochRecord], None] | None, on_start: Callable[[str], None] | None,
            checkpoint: Callable[[Checkpoint], None] | None, resume: Checkpoint | None,
            costs: Mapping[str, Mapping[int, float]]) -> TrainResult:
-    todo = cfg.algorithms[cfg.algorithms.index(resume.algorithm):] if resume else cfg.algorithms
+    todo = still_to_run(cfg.algorithms, resume)
     needs_accel = any(a in ACCELERATOR_ALGORITHMS for a in todo)
     if needs_accel and not connect:
         raise ValueError(f"algorithms {', '.join(a for a in todo if a in ACCELERATOR_ALGORITHMS)} "

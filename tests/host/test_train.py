@@ -1,9 +1,11 @@
 """TrainConfig validation, rule-based defaults, and host-only training (no daemon needed)."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from host.datasets import load_dataset
-from host.train import TrainConfig, default_data_format, train
+from host.train import TrainConfig, default_data_format, still_to_run, train
 from protocol.formats import FixedFormat
 
 
@@ -71,3 +73,10 @@ def test_host_only_run_resolves_defaults_and_is_deterministic():
     for algo in ("sgd", "svrg"):
         assert np.array_equal(a.weights[algo], b.weights[algo])
     assert seen[-1].gap < seen[-4].gap and seen[-1].bits == 64
+
+
+def test_a_resumed_run_goes_on_from_the_checkpoints_algorithm_and_refuses_another_runs():
+    assert still_to_run(("sgd", "halp", "lpsgd"), None) == ["sgd", "halp", "lpsgd"]
+    assert still_to_run(("sgd", "halp", "lpsgd"), SimpleNamespace(algorithm="halp")) == ["halp", "lpsgd"]
+    with pytest.raises(ValueError, match="the checkpoint is of algorithm 'svrg', which this run does not have"):
+        still_to_run(("sgd", "halp"), SimpleNamespace(algorithm="svrg"))
